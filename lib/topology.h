@@ -26,7 +26,7 @@ struct topo_numa {
         hwloc_bitmap_t cpus;
 };
 
-enum topo_device_kind { TOPO_DEV_PCI, TOPO_DEV_NET, TOPO_DEV_BLOCK };
+enum topo_device_kind { TOPO_DEV_PCI, TOPO_DEV_NET, TOPO_DEV_BLOCK, TOPO_DEV_CHAR };
 
 struct topo_device {
         enum topo_device_kind kind;
@@ -34,6 +34,7 @@ struct topo_device {
         char description[128];/* vendor/device name, driver, or "virtual" */
         char pci[16];         /* PCI address behind a net/block device, or "" */
         int numa;             /* -1 when unknown */
+        unsigned dev_major, dev_minor; /* TOPO_DEV_BLOCK and TOPO_DEV_CHAR only */
 };
 
 struct tessera_topology {
