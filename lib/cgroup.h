@@ -78,4 +78,31 @@ int cgroup_pid_enclave(struct tessera_cgroup *cg, pid_t pid, char *ret, size_t n
 
 const char *cgroup_mode_name(enum cgroup_mode m);
 
+/* Creates <enclave>/apps/<app> in every controller (v1: with the enclave's cpus, mems and devices). */
+int cgroup_app_create(struct tessera_cgroup *cg, const char *enclave, const char *app, struct tessera_error *err);
+/* Kills what is left in <enclave>/apps/<app> and removes it; 0 if it does not exist. */
+int cgroup_app_remove(struct tessera_cgroup *cg, const char *enclave, const char *app, struct tessera_error *err);
+
+/* What a group has used; a figure the kernel does not report reads 0. */
+struct cgroup_stats {
+        uint64_t memory_current; /* bytes charged now */
+        uint64_t memory_peak;    /* high-water mark: v1 memory.max_usage_in_bytes, v2 memory.peak */
+        uint64_t cpu_usage_ns;   /* CPU time of every task, v1 cpuacct.usage, v2 cpu.stat usage_usec */
+};
+/* Usage of <enclave>/<leaf>, or of the whole enclave when `leaf` is NULL. */
+int cgroup_stats_read(struct tessera_cgroup *cg, const char *enclave, const char *leaf, struct cgroup_stats *ret,
+                      struct tessera_error *err);
+
+/*
+ * Confines the root group to the CPU pool tesserad manages, which exclusive
+ * enclaves need: v1 sets cpuset.cpu_exclusive on it, v2 makes it a cpuset
+ * partition root.  The pool must leave the rest of the machine at least one
+ * CPU.  "" gives the root group back every CPU and drops exclusivity.
+ */
+int cgroup_root_set_cpus(struct tessera_cgroup *cg, const char *cpus, struct tessera_error *err);
+/* Destroys every enclave, then removes the root group itself in every controller. */
+int cgroup_root_remove(struct tessera_cgroup *cg, struct tessera_error *err);
+/* Describes this machine's cgroup mode and controllers (for `tessera node`); returns the length written. */
+int cgroup_probe_report(char *buf, size_t n);
+
 #endif

@@ -46,6 +46,7 @@ struct tessera_node {
         struct ledger_host host;
         char run_dir[PATH_MAX];
         char log_dir[PATH_MAX];
+        bool exclusive_cpus; /* the root group could be confined to the enclaves' pool */
         struct node_watcher watcher;
         struct watch *watches;
         size_t n_watches, cap_watches;
@@ -256,7 +257,7 @@ static int apply_limits(struct tessera_node *n, struct enclave *e, struct tesser
                 .mems = mems_s ? mems_s : "",
                 .memory_bytes = (uint64_t)blocks * n->host.block_size,
                 .pids_max = e->spec.pids_max,
-                .exclusive_cpus = true,
+                .exclusive_cpus = n->exclusive_cpus,
         };
         r = cgroup_enclave_apply(n->cg, e->rec.name, &lim, err);
 out:
@@ -674,6 +675,35 @@ static int host_reserve(struct tessera_node *n, struct tessera_error *err)
         return 0;
 }
 
+/*
+ * Exclusive cores need the root group confined to the pool the ledger hands
+ * out (all cores but the host's).  With no core kept for the host there is no
+ * such pool: the ledger still never gives a core twice, but the kernel is not
+ * asked to keep other groups off them.
+ */
+static void confine_root_group(struct tessera_node *n, json_t *log)
+{
+        if (hwloc_bitmap_iszero(n->host.cpus)) {
+                json_array_append_new(log, json_string("no core kept for the host: enclave cores are exclusive in "
+                                                       "the ledger only, not as a kernel cpuset partition"));
+                return;
+        }
+        hwloc_bitmap_t pool = hwloc_bitmap_alloc();
+        char *list = NULL;
+        for (size_t i = 0; i < n->topo->n_cpus; i++)
+                hwloc_bitmap_set(pool, n->topo->cpus[i].os_index);
+        hwloc_bitmap_andnot(pool, pool, n->host.cpus);
+        hwloc_bitmap_list_asprintf(&list, pool);
+        struct tessera_error err = {0};
+        if (list && cgroup_root_set_cpus(n->cg, list, &err) == 0)
+                n->exclusive_cpus = true;
+        else
+                json_array_append_new(log, json_sprintf("enclave cores stay exclusive in the ledger only: %s",
+                                                        err.msg));
+        free(list);
+        hwloc_bitmap_free(pool);
+}
+
 int node_open(const struct tessera_config *cfg, const struct node_watcher *w, json_t *log, struct tessera_node **ret,
               struct tessera_error *err)
 {
@@ -698,6 +728,8 @@ int node_open(const struct tessera_config *cfg, const struct node_watcher *w, js
                 r = find_supervisor(&n->cfg, err);
                 if (r == 0)
                         r = tessera_cgroup_open(cfg->cgroup_root, NULL, &n->cg, err);
+                if (r == 0)
+                        confine_root_group(n, log);
         }
         char db[PATH_MAX + 16];
         snprintf(db, sizeof(db), "%s/tessera.db", cfg->state_dir);

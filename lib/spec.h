@@ -72,12 +72,15 @@ struct spec_locations {
 };
 
 void spec_init(struct tessera_spec *s);
+/* Frees what the spec holds and leaves it as spec_init() does (so a second call is harmless). */
 void spec_done(struct tessera_spec *s);
 
 /*
  * Parses a YAML spec.  Errors read "FILE:LINE:COLUMN: FIELD: what is wrong (what would be right)",
  * e.g. `sim.yaml:4:9: memory: "4X" is not a size (use K, M, G, T)`; unknown fields are errors.
- * `locs` may be NULL.
+ * `locs` may be NULL.  *ret is initialised here: on failure it is left empty (spec_done is
+ * harmless), on success the caller spec_done()s it.  Each field is checked; whether the spec
+ * is complete is spec_validate's question (flags may still add to it).
  */
 int spec_parse_file(const char *path, struct tessera_spec *ret, struct spec_locations *locs, struct tessera_error *err);
 int spec_parse_string(const char *text, size_t len, const char *file_name, struct tessera_spec *ret,
@@ -88,13 +91,43 @@ int spec_set_field(struct tessera_spec *s, const char *field, const char *value,
 /* Checks a complete spec: a name, some cores, some memory, no contradiction. */
 int spec_validate(const struct tessera_spec *s, struct tessera_error *err);
 
-/* The wire form: a JSON object with the same keys as the YAML. */
+/* The wire form: a JSON object with the same keys as the YAML.  NULL when out of memory. */
 json_t *spec_to_json(const struct tessera_spec *s);
+/* Checks every field as strictly as the YAML path (errors "FIELD: ...", err->field set); initialises
+ * *ret like spec_parse_string.  Completeness is spec_validate's job. */
 int spec_from_json(json_t *j, struct tessera_spec *ret, struct tessera_error *err);
 
 /* "cpus: core 3 is owned by 'sim'" with field "cpus" -> "sim.yaml:3:7: cpus: core ..." */
 void spec_locate_error(const struct spec_locations *locs, struct tessera_error *err);
 
 const char *spec_on_failure_name(enum spec_on_failure f);
+
+/* Helpers config.c shares with the spec parser. */
+
+/* A strict list "0-3,5": numbers <= max_index, ranges low-high, no spaces; "" gives an empty set.
+ * Messages name the value, not the field (callers put "FIELD: " in front). */
+int spec_parse_cpulist(const char *s, unsigned max_index, hwloc_bitmap_t *ret, struct tessera_error *err);
+/* A device id: a PCI address dddd:bb:dd.f, an interface name, or an absolute /dev/ path without "..". */
+int spec_check_device(const char *id, struct tessera_error *err);
+
+/*
+ * Reads a YAML mapping (at most 1 MiB) key by key: each value becomes JSON (plain scalars typed as
+ * YAML 1.2 does, 2 -> integer, true -> boolean, except for `text_keys`, whose scalars stay text)
+ * and goes to apply(), which returns 0 or a negative errno with a message about the value; on a
+ * list it may set *ret_item to the index at fault.  Every error comes back as
+ * "FILE:LINE:COLUMN: KEY: message" with err->field = KEY.  Nothing is printed.
+ */
+struct spec_yaml_schema {
+        const char *const *keys;      /* known keys, NULL-terminated (at most 64) */
+        const char *const *text_keys; /* NULL-terminated, or NULL */
+        const char *noun;             /* "field" or "key", for messages */
+        const char *example;          /* what a good file looks like, for messages */
+        bool allow_empty;             /* an empty file is fine (all defaults) */
+        int (*apply)(void *userdata, const char *key, json_t *value, int *ret_item, struct tessera_error *err);
+};
+int spec_yaml_read(const char *text, size_t len, const char *file_name, const struct spec_yaml_schema *schema,
+                   void *userdata, struct spec_locations *locs, struct tessera_error *err);
+/* Reads a whole regular file of at most `max` bytes, NUL-terminated; errors name the path. */
+int spec_read_file(const char *path, size_t max, char **ret, size_t *ret_len, struct tessera_error *err);
 
 #endif

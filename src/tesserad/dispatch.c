@@ -1,0 +1,146 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* Requests to library calls: one small handler per op, found in a sorted table. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proto.h"
+#include "tesserad.h"
+#include "util.h"
+
+typedef int (*handler_fn)(struct tessera_node *n, const struct caller *who, json_t *req, json_t **ret,
+                          struct tessera_error *err);
+
+static int need_name(json_t *req, const char **ret, struct tessera_error *err)
+{
+        json_t *v = json_object_get(req, "name");
+        if (!json_is_string(v))
+                return tessera_error_field(err, EINVAL, "name", "name: a string is required");
+        *ret = json_string_value(v);
+        return 0;
+}
+
+static int with_result(json_t *v, json_t **ret, struct tessera_error *err)
+{
+        if (!v)
+                return err && err->code ? -err->code : tessera_error_set(err, EIO, "internal error");
+        *ret = v;
+        return 0;
+}
+
+static int op_node(struct tessera_node *n, const struct caller *who, json_t *req, json_t **ret,
+                   struct tessera_error *err)
+{
+        return with_result(node_summary(n, who->uid, err), ret, err);
+}
+
+static int op_cpus(struct tessera_node *n, const struct caller *who, json_t *req, json_t **ret,
+                   struct tessera_error *err)
+{
+        return with_result(node_cpus(n, who->uid, err), ret, err);
+}
+
+static int op_memory(struct tessera_node *n, const struct caller *who, json_t *req, json_t **ret,
+                     struct tessera_error *err)
+{
+        return with_result(node_memory(n, who->uid, err), ret, err);
+}
+
+static int op_devices(struct tessera_node *n, const struct caller *who, json_t *req, json_t **ret,
+                      struct tessera_error *err)
+{
+        return with_result(node_devices(n, who->uid, err), ret, err);
+}
+
+static int op_list(struct tessera_node *n, const struct caller *who, json_t *req, json_t **ret,
+                   struct tessera_error *err)
+{
+        return enclave_list(n, who->uid, ret, err);
+}
+
+static int op_create(struct tessera_node *n, const struct caller *who, json_t *req, json_t **ret,
+                     struct tessera_error *err)
+{
+        json_t *spec = json_object_get(req, "spec");
+        if (!json_is_object(spec))
+                return tessera_error_field(err, EINVAL, "spec", "spec: an object is required");
+        return enclave_create(n, who->uid, spec, ret, err);
+}
+
+static int op_destroy(struct tessera_node *n, const struct caller *who, json_t *req, json_t **ret,
+                      struct tessera_error *err)
+{
+        const char *name;
+        int r = need_name(req, &name, err);
+        if (r == 0)
+                r = enclave_destroy(n, who->uid, name, err);
+        if (r == 0)
+                *ret = json_pack("{s:s}", "name", name);
+        return r;
+}
+
+static int op_ping(struct tessera_node *n, const struct caller *who, json_t *req, json_t **ret,
+                   struct tessera_error *err)
+{
+        const char *name;
+        int r = need_name(req, &name, err);
+        return r < 0 ? r : enclave_ping(n, who->uid, name, ret, err);
+}
+
+static int op_assign(struct tessera_node *n, const struct caller *who, json_t *req, json_t **ret,
+                     struct tessera_error *err)
+{
+        return enclave_change(n, who->uid, req, false, ret, err);
+}
+
+static int op_release(struct tessera_node *n, const struct caller *who, json_t *req, json_t **ret,
+                      struct tessera_error *err)
+{
+        return enclave_change(n, who->uid, req, true, ret, err);
+}
+
+static int op_check(struct tessera_node *n, const struct caller *who, json_t *req, json_t **ret,
+                    struct tessera_error *err)
+{
+        return node_check(n, who->uid, ret, err);
+}
+
+static const struct {
+        const char *name;
+        handler_fn fn;
+} ops[] = {
+        {"assign", op_assign},   {"check", op_check}, {"cpus", op_cpus}, {"create", op_create},
+        {"destroy", op_destroy}, {"devices", op_devices}, {"list", op_list}, {"memory", op_memory},
+        {"node", op_node},       {"ping", op_ping},   {"release", op_release},
+};
+
+static int op_cmp(const void *key, const void *elem)
+{
+        return strcmp(key, *(const char *const *)elem);
+}
+
+json_t *dispatch(struct tessera_node *node, const struct caller *who, json_t *request)
+{
+        struct tessera_error err = {0};
+        json_t *result = NULL;
+        json_t *v = json_object_get(request, "version");
+        const char *op = json_string_value(json_object_get(request, "op"));
+        int r;
+        if (!json_is_integer(v) || json_integer_value(v) != TESSERA_PROTO_VERSION) {
+                r = tessera_error_set(&err, EPROTO, "protocol version %d is required", TESSERA_PROTO_VERSION);
+        } else if (!op) {
+                r = tessera_error_set(&err, EINVAL, "op: a string is required");
+        } else {
+                const void *found = bsearch(op, ops, ELEMENTSOF(ops), sizeof(ops[0]), op_cmp);
+                if (!found)
+                        r = tessera_error_set(&err, EOPNOTSUPP, "unknown op '%.64s'", op);
+                else
+                        r = ((const __typeof__(ops[0]) *)found)->fn(node, who, request, &result, &err);
+        }
+        if (r < 0) {
+                if (!err.code)
+                        tessera_error_set(&err, -r, "%s failed: %s", op ? op : "request", strerror(-r));
+                return proto_reply_error(&err);
+        }
+        return proto_reply_ok(result);
+}

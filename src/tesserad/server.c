@@ -1,0 +1,258 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The socket loop.  Single-threaded on purpose: every operation is a few
+ * milliseconds of store and kernel work, forks happen from one thread (no
+ * malloc-lock hazards in children), and requests are ordered for free.  One
+ * epoll set holds the listening socket, clients, a signalfd and the pidfd of
+ * every supervisor.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/file.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include "proto.h"
+#include "tesserad.h"
+#include "util.h"
+
+#define MAX_CLIENTS 1024
+
+enum tag_kind { TAG_LISTEN, TAG_SIGNAL, TAG_CLIENT, TAG_PIDFD };
+
+/* epoll's data word: the kind in the top bits, an fd or an enclave id below. */
+#define TAG(kind, v) (((uint64_t)(kind) << 56) | ((uint64_t)(v) & ((1ULL << 56) - 1)))
+#define TAG_KIND(t) ((enum tag_kind)((t) >> 56))
+#define TAG_VALUE(t) ((int64_t)((t) & ((1ULL << 56) - 1)))
+
+struct server {
+        int epfd;
+        struct tessera_node *node;
+        size_t n_clients;
+};
+
+static void log_lines(const char *what, json_t *log)
+{
+        size_t i;
+        json_t *v;
+        json_array_foreach(log, i, v) fprintf(stderr, "tesserad: %s: %s\n", what, json_string_value(v));
+        json_array_clear(log);
+}
+
+static void watcher_add(void *ctx, int pidfd, int64_t id)
+{
+        struct server *s = ctx;
+        struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG(TAG_PIDFD, id)};
+        if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, pidfd, &ev) < 0)
+                fprintf(stderr, "tesserad: cannot watch supervisor of enclave %lld: %m\n", (long long)id);
+}
+
+static void watcher_remove(void *ctx, int pidfd)
+{
+        struct server *s = ctx;
+        (void)epoll_ctl(s->epfd, EPOLL_CTL_DEL, pidfd, NULL);
+}
+
+/*
+ * Binds the control socket.  A socket file that refuses connections is a
+ * leftover of a crashed daemon and is replaced; one that answers means
+ * another tesserad is running there.
+ */
+static int bind_control_socket(const char *path, struct tessera_error *err)
+{
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        if (strlen(path) >= sizeof(sa.sun_path))
+                return tessera_error_set(err, ENAMETOOLONG, "socket: `%s` is too long", path);
+        strcpy(sa.sun_path, path);
+        char dir[sizeof(sa.sun_path)];
+        snprintf(dir, sizeof(dir), "%s", path);
+        char *slash = strrchr(dir, '/');
+        if (slash && slash != dir) {
+                *slash = '\0';
+                int r = mkdir_p(dir, 0755, err);
+                if (r < 0)
+                        return r;
+        }
+        _cleanup_close_ int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+                return tessera_error_set(err, EADDRINUSE, "another tesserad answers at `%s`", path);
+        (void)unlink(path);
+        _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0)
+                return tessera_error_set(err, errno, "cannot create the control socket: %s", strerror(errno));
+        if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+                return tessera_error_set(err, errno, "cannot bind `%s`: %s", path, strerror(errno));
+        /* everyone may connect: SO_PEERCRED, not the file mode, decides what they may do */
+        if (chmod(path, 0666) < 0 || listen(fd, 128) < 0)
+                return tessera_error_set(err, errno, "cannot listen on `%s`: %s", path, strerror(errno));
+        return TAKE_FD(fd);
+}
+
+/* One daemon per state directory, whatever socket it is given. */
+static int lock_state_dir(const char *dir, struct tessera_error *err)
+{
+        int r = mkdir_p(dir, 0700, err);
+        if (r < 0)
+                return r;
+        char path[PATH_MAX + 16];
+        snprintf(path, sizeof(path), "%s/tesserad.lock", dir);
+        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0)
+                return tessera_error_set(err, errno, "cannot open `%s`: %s", path, strerror(errno));
+        if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+                int e = errno;
+                close(fd);
+                return tessera_error_set(err, e, "state dir `%s` is in use by another tesserad", dir);
+        }
+        return fd;
+}
+
+static void accept_client(struct server *s, int lfd)
+{
+        for (;;) {
+                int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+                if (fd < 0)
+                        return;
+                if (s->n_clients >= MAX_CLIENTS) {
+                        close(fd);
+                        continue;
+                }
+                /* a client that stalls mid-message must not stall the node */
+                struct timeval tv = {.tv_sec = 2};
+                (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+                (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+                struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.u64 = TAG(TAG_CLIENT, fd)};
+                if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+                        close(fd);
+                        continue;
+                }
+                s->n_clients++;
+        }
+}
+
+static void drop_client(struct server *s, int fd)
+{
+        (void)epoll_ctl(s->epfd, EPOLL_CTL_DEL, fd, NULL);
+        close(fd);
+        s->n_clients--;
+}
+
+static void serve_client(struct server *s, int fd)
+{
+        struct ucred cred;
+        socklen_t len = sizeof(cred);
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || len != sizeof(cred)) {
+                drop_client(s, fd);
+                return;
+        }
+        struct tessera_error err = {0};
+        json_t *req = NULL;
+        if (proto_recv(fd, &req, NULL, NULL, &err) < 0) {
+                if (err.code != ECONNRESET) {
+                        json_t *reply = proto_reply_error(&err);
+                        (void)proto_send(fd, reply, NULL, 0, NULL);
+                        json_decref(reply);
+                }
+                drop_client(s, fd);
+                return;
+        }
+        struct caller who = {.pid = cred.pid, .uid = cred.uid, .gid = cred.gid};
+        json_t *reply = dispatch(s->node, &who, req);
+        json_decref(req);
+        if (!reply || proto_send(fd, reply, NULL, 0, NULL) < 0)
+                drop_client(s, fd);
+        json_decref(reply);
+}
+
+int serve(const struct tessera_config *cfg)
+{
+        struct tessera_error err = {0};
+        struct server s = {.epfd = -1};
+        _cleanup_close_ int lock = lock_state_dir(cfg->state_dir, &err);
+        if (lock < 0) {
+                fprintf(stderr, "tesserad: %s\n", err.msg);
+                return 1;
+        }
+        s.epfd = epoll_create1(EPOLL_CLOEXEC);
+        struct node_watcher w = {.ctx = &s, .add = watcher_add, .remove = watcher_remove};
+        json_t *log = json_array();
+        uint64_t t0 = now_ns();
+        int r = node_open(cfg, &w, log, &s.node, &err);
+        log_lines("start", log);
+        if (r < 0) {
+                fprintf(stderr, "tesserad: %s\n", err.msg);
+                json_decref(log);
+                close(s.epfd);
+                return 1;
+        }
+        r = node_reconcile(s.node, log, &err);
+        log_lines("reconcile", log);
+        if (r < 0)
+                fprintf(stderr, "tesserad: reconcile left a problem: %s\n", err.msg);
+        _cleanup_close_ int lfd = bind_control_socket(cfg->socket, &err);
+        if (lfd < 0) {
+                fprintf(stderr, "tesserad: %s\n", err.msg);
+                node_close(s.node);
+                json_decref(log);
+                close(s.epfd);
+                return 1;
+        }
+        sigset_t mask;
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sigprocmask(SIG_BLOCK, &mask, NULL);
+        signal(SIGPIPE, SIG_IGN);
+        _cleanup_close_ int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
+        struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG(TAG_LISTEN, lfd)};
+        epoll_ctl(s.epfd, EPOLL_CTL_ADD, lfd, &ev);
+        ev.data.u64 = TAG(TAG_SIGNAL, sfd);
+        epoll_ctl(s.epfd, EPOLL_CTL_ADD, sfd, &ev);
+        fprintf(stderr, "tesserad: ready on %s (state %s, cgroup %s%s) in %.1f ms\n", cfg->socket, cfg->state_dir,
+                cfg->cgroup_root, node_ledger_only(s.node) ? ", ledger-only" : "", (double)(now_ns() - t0) / 1e6);
+
+        bool running = true;
+        while (running) {
+                struct epoll_event events[64];
+                int n = epoll_wait(s.epfd, events, 64, -1);
+                if (n < 0 && errno != EINTR)
+                        break;
+                for (int i = 0; i < n; i++) {
+                        uint64_t tag = events[i].data.u64;
+                        switch (TAG_KIND(tag)) {
+                        case TAG_LISTEN:
+                                accept_client(&s, lfd);
+                                break;
+                        case TAG_SIGNAL:
+                                running = false;
+                                break;
+                        case TAG_CLIENT:
+                                if (events[i].events & (EPOLLIN))
+                                        serve_client(&s, (int)TAG_VALUE(tag));
+                                else
+                                        drop_client(&s, (int)TAG_VALUE(tag));
+                                break;
+                        case TAG_PIDFD: {
+                                struct tessera_error perr = {0};
+                                if (enclave_supervisor_exited(s.node, TAG_VALUE(tag), log, &perr) < 0)
+                                        fprintf(stderr, "tesserad: %s\n", perr.msg);
+                                log_lines("enclave", log);
+                                break;
+                        }
+                        }
+                }
+        }
+        /* enclaves outlive the daemon: only our own socket goes */
+        fprintf(stderr, "tesserad: stopping; enclaves keep running\n");
+        (void)unlink(cfg->socket);
+        node_close(s.node);
+        json_decref(log);
+        close(s.epfd);
+        return 0;
+}

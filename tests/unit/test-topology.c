@@ -7,7 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "config.h"
+#include "tessera-build.h"
 #include "tap.h"
 #include "topology.h"
 #include "util.h"
