@@ -496,8 +496,9 @@ static int visit_allow(const char *group, void *userdata, struct tessera_error *
 {
         const struct allow_ctx *a = userdata;
         char path[PATH_MAX], rule[64];
-        int r = CG_PATH(path, err, group, "devices.allow");
-        if (r < 0)
+        /* A leaf made while its parent still allowed everything (a crash between steps) would ignore allows. */
+        int r = devices_restrict(group, err);
+        if (r < 0 || (r = CG_PATH(path, err, group, "devices.allow")) < 0)
                 return r;
         for (size_t i = 0; i < a->n; i++) {
                 cg_device_rule_format(&a->rules[i], rule, sizeof(rule));

@@ -1061,3 +1061,14 @@ int cgroup_probe_report(char *buf, size_t n)
                 return -ENOBUFS;
         return (int)len;
 }
+
+int cgroup_leaf_pids(struct tessera_cgroup *cg, const char *enclave, const char *leaf, pid_t **ret, size_t *n,
+                     struct tessera_error *err)
+{
+        char ref[PATH_MAX], path[PATH_MAX];
+        int r = CG_PATH(path, err, cg->ops->reference_dir(cg, ref, sizeof(ref)), cg->root, enclave, leaf,
+                        "cgroup.procs");
+        if (r < 0)
+                return r;
+        return cg_read_pids(path, ret, n, err);
+}

@@ -102,6 +102,9 @@ int cgroup_stats_read(struct tessera_cgroup *cg, const char *enclave, const char
 int cgroup_root_set_cpus(struct tessera_cgroup *cg, const char *cpus, struct tessera_error *err);
 /* Destroys every enclave, then removes the root group itself in every controller. */
 int cgroup_root_remove(struct tessera_cgroup *cg, struct tessera_error *err);
+/* The processes in <enclave>/<leaf> (e.g. the supervisor before its pid is recorded); caller frees. */
+int cgroup_leaf_pids(struct tessera_cgroup *cg, const char *enclave, const char *leaf, pid_t **ret, size_t *n,
+                     struct tessera_error *err);
 /* Describes this machine's cgroup mode and controllers (for `tessera node`); returns the length written. */
 int cgroup_probe_report(char *buf, size_t n);
 

@@ -9,6 +9,7 @@
 #include <sys/un.h>
 
 #include "config.h"
+#include "fault.h"
 #include "spec.h"
 #include "util.h"
 
@@ -313,7 +314,7 @@ static int set_fault(struct tessera_config *c, const json_t *v, int *ret_item, s
         int r = get_text(v, hint, &s, err);
         if (r < 0)
                 return r;
-        if (s[0] && !name_is_valid(s))
+        if (s[0] && fault_arm(s, NULL) < 0)
                 return tessera_error_set(err, EINVAL, "\"%s\" is not a fault point name (%s)", show(s, q), hint);
         snprintf(c->fault, sizeof(c->fault), "%s", s);
         return 0;

@@ -533,6 +533,21 @@ static int teardown_kernel(struct tessera_node *n, struct enclave *e, int pidfd,
         return r;
 }
 
+/*
+ * The supervisor as the kernel sees it: the one process in the enclave's
+ * `supervisor` leaf.  Unlike the recorded pid this is known from the moment
+ * of the spawn, so a crash before the record still finds it.
+ */
+static pid_t supervisor_in_cgroup(struct tessera_node *n, struct enclave *e)
+{
+        pid_t *pids = NULL, found = 0;
+        size_t count = 0;
+        if (cgroup_leaf_pids(n->cg, e->rec.name, "supervisor", &pids, &count, NULL) == 0 && count > 0)
+                found = pids[0];
+        free(pids);
+        return found;
+}
+
 /* Puts every device the ledger gives the enclave in place; undoes them all on failure. */
 static int place_all_devices(struct tessera_node *n, struct enclave *e, struct tessera_error *err)
 {
@@ -589,8 +604,11 @@ static int take_device(struct tessera_node *n, struct enclave *e, const char *id
 {
         struct topo_device dev;
         int r = topology_find_device(n->topo, id, &dev, err);
-        if (r < 0)
-                return tessera_error_field(err, r, "devices", "devices: %s", err ? err->msg : "no such device");
+        if (r < 0) {
+                char why[sizeof(err->msg)];
+                snprintf(why, sizeof(why), "%s", err ? err->msg : "no such device");
+                return tessera_error_field(err, -r, "devices", "devices: %s", why);
+        }
         if (is_host_device(n, dev.id))
                 return tessera_error_field(err, EPERM, "devices", "devices: '%s' is kept for the host (host_devices)",
                                            dev.id);
@@ -944,10 +962,7 @@ static int destroy_loaded(struct tessera_node *n, struct enclave *e, struct tess
         fault_point("destroy:marked");
         int pidfd = watch_find(n, e->rec.id);
         if (n->cg) {
-                pid_t pid = 0;
-                if (pidfd >= 0 || (e->rec.supervisor_pid > 0 &&
-                                   kill(e->rec.supervisor_pid, 0) == 0))
-                        pid = e->rec.supervisor_pid;
+                pid_t pid = supervisor_in_cgroup(n, e);
                 /* interfaces first: killing the namespace would destroy virtual ones */
                 if (pid > 0 && enclave_has_own_netns(pid))
                         return_all_interfaces(n, pid);
@@ -1428,11 +1443,7 @@ static int reconcile_one(struct tessera_node *n, struct enclave *e, json_t *log,
         if (STREQ(e->rec.state, "creating")) {
                 /* half-created: whatever the kernel has of it goes, then the record */
                 if (n->cg) {
-                        pid_t sup = 0;
-                        char **tasks = NULL;
-                        (void)tasks;
-                        if (e->rec.supervisor_pid > 0)
-                                sup = e->rec.supervisor_pid;
+                        pid_t sup = supervisor_in_cgroup(n, e);
                         if (sup > 0 && enclave_has_own_netns(sup))
                                 return_all_interfaces(n, sup);
                         int r = teardown_kernel(n, e, -1, err);

@@ -456,8 +456,12 @@ static int open_supervisor_binary(const char *path, struct tessera_error *err)
         return TAKE_FD(fd);
 }
 
-/* clone3 with fork semantics (no new stack); clone() only where clone3 does not exist. */
-static pid_t clone_supervisor(uint64_t flags, int cgroup_fd, int *ret_pidfd)
+/*
+ * clone3 with fork semantics (no new stack), straight into the cgroup when
+ * given its fd; clone() only where clone3 does not exist, and then the
+ * caller places the child itself (*ret_placed false).
+ */
+static pid_t clone_supervisor(uint64_t flags, int cgroup_fd, int *ret_pidfd, bool *ret_placed)
 {
         int pidfd = -1;
         struct clone_args args = {
@@ -466,10 +470,13 @@ static pid_t clone_supervisor(uint64_t flags, int cgroup_fd, int *ret_pidfd)
                 .exit_signal = SIGCHLD,
                 .cgroup = cgroup_fd >= 0 ? (uint64_t)cgroup_fd : 0,
         };
+        *ret_placed = cgroup_fd >= 0;
         long pid = syscall(SYS_clone3, &args, sizeof(args));
-        if (pid < 0 && errno == ENOSYS && cgroup_fd < 0)
+        if (pid < 0 && errno == ENOSYS) {
+                *ret_placed = false;
                 /* x86-64/arm64 argument order: flags, stack, parent_tid (the pidfd lands there), ... */
                 pid = syscall(SYS_clone, (unsigned long)(flags | CLONE_PIDFD | SIGCHLD), NULL, &pidfd, NULL, 0);
+        }
         if (pid > 0)
                 *ret_pidfd = pidfd;
         return (pid_t)pid;
@@ -614,7 +621,8 @@ int sandbox_spawn_supervisor(const struct sandbox_config *cfg, pid_t *ret_pid, i
         if (cfg->new_user)
                 flags |= CLONE_NEWUSER;
         int raw_pidfd = -1;
-        pid_t pid = clone_supervisor(flags, cgroup_fd, &raw_pidfd);
+        bool placed = false;
+        pid_t pid = clone_supervisor(flags, cgroup_fd, &raw_pidfd, &placed);
         if (pid < 0)
                 return tessera_error_set(err, errno, "cannot clone the supervisor of enclave `%s`: %s", cfg->enclave,
                                          strerror(errno));
@@ -625,7 +633,7 @@ int sandbox_spawn_supervisor(const struct sandbox_config *cfg, pid_t *ret_pid, i
         /* the error pipe must read EOF once the exec closes the child's end, so drop ours */
         close(TAKE_FD(error_wr));
 
-        r = prepare_child(pid, cfg, cgroup_fd >= 0, err);
+        r = prepare_child(pid, cfg, placed, err);
         /* we still hold a read end, so a child that died already costs no SIGPIPE here */
         if (r >= 0 && write(sync_wr, "g", 1) != 1)
                 r = tessera_error_set(err, errno, "cannot release the supervisor of enclave `%s`: %s", cfg->enclave,

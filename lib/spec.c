@@ -679,8 +679,29 @@ void spec_done(struct tessera_spec *s)
 
 /* ---- YAML ---- */
 
+/*
+ * The reader walks libfyaml's event stream rather than its document tree: every event
+ * carries the start mark of its node, collections included, which the tree API of
+ * libfyaml 0.7 does not hand out (asking it to "report" a node instead leaks inside it).
+ */
+
+#define YAML_DEPTH_MAX 64
+
 struct yaml_pos {
         int line, column; /* 1-based; 0 when libfyaml knows none */
+};
+
+struct yaml_pos_list {
+        struct yaml_pos *at;
+        size_t n, size;
+};
+
+struct yaml_reader {
+        const char *file;
+        struct fy_diag *diag;
+        struct fy_parser *parser;
+        struct fy_event *event; /* the current event, owned */
+        struct yaml_pos bad;    /* where a value that cannot be read is */
 };
 
 static void diag_discard(struct fy_diag *diag, void *user, const char *buf, size_t len)
@@ -702,50 +723,60 @@ static struct fy_diag *diag_new(void)
         return diag;
 }
 
-/* fy_diag_destroy(), not fy_diag_unref(): only destroy frees the collected errors; a document
- * still holding a reference keeps the object itself alive until it goes. */
-static inline void diag_destroyp(struct fy_diag **d)
+static void yaml_reader_done(struct yaml_reader *y)
 {
-        if (*d)
-                fy_diag_destroy(*d);
+        if (y->event)
+                fy_parser_event_free(y->parser, y->event);
+        if (y->parser)
+                fy_parser_destroy(y->parser);
+        /* fy_diag_destroy(), not fy_diag_unref(): only destroy frees the collected errors */
+        if (y->diag)
+                fy_diag_destroy(y->diag);
+        memset(y, 0, sizeof(*y));
 }
 
-static struct fy_diag_error *diag_first_error(struct fy_diag *diag)
-{
-        void *iter = NULL;
-        return fy_diag_errors_iterate(diag, &iter);
-}
-
-/*
- * Where a node starts.  Scalars carry a token with a mark; libfyaml 0.7 has no public mark
- * for collections, but it reports a node at its start, so ask it to report into a private
- * collecting diag object and read the position back.
- */
-static struct yaml_pos node_pos(struct fy_node *n)
+static struct yaml_pos event_pos(struct fy_event *e)
 {
         struct yaml_pos pos = {0, 0};
-        if (!n)
+        const struct fy_mark *m = e ? fy_event_start_mark(e) : NULL;
+        if (!m || m->line < 0 || m->column < 0)
                 return pos;
-        struct fy_token *t = fy_node_get_scalar_token(n);
-        const struct fy_mark *m = t ? fy_token_start_mark(t) : NULL;
-        if (m) {
-                /* the mark is where the text starts: step back over an opening quote or '*' */
-                enum fy_node_style style = fy_node_get_style(n);
-                bool opener = style == FYNS_SINGLE_QUOTED || style == FYNS_DOUBLE_QUOTED || style == FYNS_ALIAS;
-                pos.line = m->line + 1;
-                pos.column = m->column + 1 - (opener && m->column > 0);
-                return pos;
-        }
-        _cleanup_(diag_destroyp) struct fy_diag *diag = diag_new();
-        if (!diag)
-                return pos;
-        fy_diag_node_report(diag, n, FYET_ERROR, "%s", "here");
-        struct fy_diag_error *e = diag_first_error(diag);
-        if (e && e->line > 0) {
-                pos.line = e->line;
-                pos.column = e->column;
-        }
+        pos.line = m->line + 1;
+        pos.column = m->column + 1;
+        /* a scalar's mark is where its text starts: step back over an opening quote or an alias's '*' */
+        enum fy_scalar_style style = e->type == FYET_SCALAR ? fy_token_scalar_style(e->scalar.value) : FYSS_ANY;
+        if ((e->type == FYET_ALIAS || style == FYSS_SINGLE_QUOTED || style == FYSS_DOUBLE_QUOTED) && pos.column > 1)
+                pos.column--;
         return pos;
+}
+
+/* The first error libfyaml collected, as "FILE:LINE:COLUMN: not valid YAML: ..."; 0 when none. */
+static int yaml_syntax_error(struct yaml_reader *y, struct tessera_error *err)
+{
+        void *iter = NULL;
+        struct fy_diag_error *e = fy_diag_errors_iterate(y->diag, &iter);
+        if (!e || !e->msg)
+                return 0;
+        return tessera_error_set(err, EINVAL, "%s:%d:%d: not valid YAML: %s", y->file, e->line > 0 ? e->line : 1,
+                                 e->column > 0 ? e->column : 1, e->msg);
+}
+
+/* Moves to the next event; libfyaml gives none after a syntax error. */
+static int yaml_next(struct yaml_reader *y, struct tessera_error *err)
+{
+        if (y->event)
+                fy_parser_event_free(y->parser, y->event);
+        y->event = fy_parser_parse(y->parser);
+        if (y->event)
+                return 0;
+        int r = yaml_syntax_error(y, err);
+        return r < 0 ? r : tessera_error_set(err, EINVAL, "%s: the YAML text ends early", y->file);
+}
+
+static int yaml_fail(struct yaml_reader *y, struct tessera_error *err, int code, const char *msg)
+{
+        y->bad = event_pos(y->event);
+        return tessera_error_set(err, code, "%s", msg);
 }
 
 static bool is_yaml_null(const char *s)
@@ -806,33 +837,30 @@ static json_t *plain_scalar_to_json(const char *s, size_t len)
         return json_stringn(s, len);
 }
 
-struct yaml_walk {
-        const char *file;
-        struct fy_node *bad; /* the node an error is about */
-};
-
-static int yaml_fail(struct yaml_walk *w, struct fy_node *n, struct tessera_error *err, int code, const char *msg)
+/* The text of the current scalar event as a C string; refuses NUL bytes. */
+static int scalar_text(struct yaml_reader *y, char **ret, size_t *ret_len, struct tessera_error *err)
 {
-        w->bad = n;
-        return tessera_error_set(err, code, "%s", msg);
-}
-
-static int node_to_json(struct yaml_walk *w, struct fy_node *n, bool text, json_t **ret, struct tessera_error *err);
-
-static int scalar_to_json(struct yaml_walk *w, struct fy_node *n, bool text, json_t **ret, struct tessera_error *err)
-{
-        if (fy_node_is_alias(n))
-                return yaml_fail(w, n, err, EINVAL, "anchors and aliases are not supported (write the value out)");
         size_t len = 0;
-        const char *raw = fy_node_get_scalar(n, &len);
+        const char *raw = fy_token_get_text(y->event->scalar.value, &len);
         if (!raw)
                 raw = "", len = 0;
         if (memchr(raw, '\0', len))
-                return yaml_fail(w, n, err, EINVAL, "the value contains a NUL byte");
-        _cleanup_free_ char *s = strndup(raw, len);
-        if (!s)
-                return yaml_fail(w, n, err, ENOMEM, "out of memory");
-        bool plain = fy_node_get_style(n) == FYNS_PLAIN;
+                return yaml_fail(y, err, EINVAL, "the value contains a NUL byte");
+        *ret = strndup(raw, len);
+        if (!*ret)
+                return yaml_fail(y, err, ENOMEM, "out of memory");
+        *ret_len = len;
+        return 0;
+}
+
+static int read_scalar(struct yaml_reader *y, bool text, json_t **ret, struct tessera_error *err)
+{
+        _cleanup_free_ char *s = NULL;
+        size_t len;
+        int r = scalar_text(y, &s, &len, err);
+        if (r < 0)
+                return r;
+        bool plain = fy_token_scalar_style(y->event->scalar.value) == FYSS_PLAIN;
         json_t *j;
         if (plain && is_yaml_null(s))
                 j = json_null();
@@ -841,87 +869,116 @@ static int scalar_to_json(struct yaml_walk *w, struct fy_node *n, bool text, jso
         else
                 j = json_stringn(s, len);
         if (!j)
-                return yaml_fail(w, n, err, EINVAL, "the value is not valid UTF-8");
+                return yaml_fail(y, err, EINVAL, "the value is not valid UTF-8");
         *ret = j;
         return 0;
 }
 
-static int sequence_to_json(struct yaml_walk *w, struct fy_node *n, bool text, json_t **ret, struct tessera_error *err)
+static int push_pos(struct yaml_pos_list *l, struct yaml_pos pos)
+{
+        if (l->n == l->size) {
+                size_t size = l->size ? l->size * 2 : 16;
+                struct yaml_pos *at = reallocarray(l->at, size, sizeof(*at));
+                if (!at)
+                        return -ENOMEM;
+                l->at = at;
+                l->size = size;
+        }
+        l->at[l->n++] = pos;
+        return 0;
+}
+
+static int read_node(struct yaml_reader *y, bool text, int depth, json_t **ret, struct yaml_pos_list *items,
+                     struct tessera_error *err);
+
+/* From SEQUENCE_START to its SEQUENCE_END; `items` (may be NULL) gets where each item starts. */
+static int read_sequence(struct yaml_reader *y, bool text, int depth, json_t **ret, struct yaml_pos_list *items,
+                         struct tessera_error *err)
 {
         _cleanup_json_ json_t *a = json_array();
         if (!a)
-                return yaml_fail(w, n, err, ENOMEM, "out of memory");
-        void *iter = NULL;
-        struct fy_node *item;
-        while ((item = fy_node_sequence_iterate(n, &iter))) {
+                return yaml_fail(y, err, ENOMEM, "out of memory");
+        for (;;) {
+                int r = yaml_next(y, err);
+                if (r < 0)
+                        return r;
+                if (y->event->type == FYET_SEQUENCE_END)
+                        break;
+                if (items && push_pos(items, event_pos(y->event)) < 0)
+                        return yaml_fail(y, err, ENOMEM, "out of memory");
                 json_t *j;
-                int r = node_to_json(w, item, text, &j, err);
+                r = read_node(y, text, depth + 1, &j, NULL, err);
                 if (r < 0)
                         return r;
                 if (json_array_append_new(a, j) < 0)
-                        return yaml_fail(w, n, err, ENOMEM, "out of memory");
+                        return yaml_fail(y, err, ENOMEM, "out of memory");
         }
         *ret = TAKE_PTR(a);
         return 0;
 }
 
-/* A key as text; refuses aliases, collections and NUL bytes as keys. */
-static int key_text(struct yaml_walk *w, struct fy_node *key, struct fy_node *where, char **ret,
-                    struct tessera_error *err)
+/* A key must be plain text: no collection, no alias. */
+static int read_key(struct yaml_reader *y, char **ret, struct tessera_error *err)
 {
-        if (!key || !fy_node_is_scalar(key) || fy_node_is_alias(key))
-                return yaml_fail(w, key ? key : where, err, EINVAL, "keys must be plain text (write key: value)");
-        size_t len = 0;
-        const char *raw = fy_node_get_scalar(key, &len);
-        if (!raw)
-                raw = "", len = 0;
-        if (memchr(raw, '\0', len))
-                return yaml_fail(w, key, err, EINVAL, "a key contains a NUL byte");
-        *ret = strndup(raw, len);
-        if (!*ret)
-                return yaml_fail(w, key, err, ENOMEM, "out of memory");
-        return 0;
+        if (y->event->type != FYET_SCALAR)
+                return yaml_fail(y, err, EINVAL, "keys must be plain text (write key: value)");
+        size_t len;
+        return scalar_text(y, ret, &len, err);
 }
 
-static int mapping_to_json(struct yaml_walk *w, struct fy_node *n, bool text, json_t **ret, struct tessera_error *err)
+/* From MAPPING_START to its MAPPING_END. */
+static int read_mapping(struct yaml_reader *y, bool text, int depth, json_t **ret, struct tessera_error *err)
 {
         char q[QUOTE_MAX + 4], msg[QUOTE_MAX + 64];
         _cleanup_json_ json_t *o = json_object();
         if (!o)
-                return yaml_fail(w, n, err, ENOMEM, "out of memory");
-        void *iter = NULL;
-        struct fy_node_pair *pair;
-        while ((pair = fy_node_mapping_iterate(n, &iter))) {
-                struct fy_node *key = fy_node_pair_key(pair), *value = fy_node_pair_value(pair);
+                return yaml_fail(y, err, ENOMEM, "out of memory");
+        for (;;) {
+                int r = yaml_next(y, err);
+                if (r < 0)
+                        return r;
+                if (y->event->type == FYET_MAPPING_END)
+                        break;
                 _cleanup_free_ char *k = NULL;
-                int r = key_text(w, key, n, &k, err);
+                r = read_key(y, &k, err);
                 if (r < 0)
                         return r;
                 if (json_object_get(o, k)) {
                         snprintf(msg, sizeof(msg), "\"%s\" is given twice (give each key once)", quote(k, q));
-                        return yaml_fail(w, key, err, EINVAL, msg);
+                        return yaml_fail(y, err, EINVAL, msg);
                 }
-                json_t *j = json_null();
-                if (value) {
-                        r = node_to_json(w, value, text, &j, err);
-                        if (r < 0)
-                                return r;
-                }
+                json_t *j;
+                r = yaml_next(y, err);
+                if (r < 0)
+                        return r;
+                r = read_node(y, text, depth + 1, &j, NULL, err);
+                if (r < 0)
+                        return r;
                 if (json_object_set_new(o, k, j) < 0)
-                        return yaml_fail(w, key, err, EINVAL, "a key is not valid UTF-8");
+                        return yaml_fail(y, err, EINVAL, "a key is not valid UTF-8");
         }
         *ret = TAKE_PTR(o);
         return 0;
 }
 
-/* Recursion is bounded: libfyaml refuses documents nested deeper than its depth limit. */
-static int node_to_json(struct yaml_walk *w, struct fy_node *n, bool text, json_t **ret, struct tessera_error *err)
+/* Reads the node whose first event is the current one into JSON; stops on its last event. */
+static int read_node(struct yaml_reader *y, bool text, int depth, json_t **ret, struct yaml_pos_list *items,
+                     struct tessera_error *err)
 {
-        if (fy_node_is_sequence(n))
-                return sequence_to_json(w, n, text, ret, err);
-        if (fy_node_is_mapping(n))
-                return mapping_to_json(w, n, text, ret, err);
-        return scalar_to_json(w, n, text, ret, err);
+        if (depth > YAML_DEPTH_MAX)
+                return yaml_fail(y, err, E2BIG, "nested too deeply (at most 64 levels)");
+        switch (y->event->type) {
+        case FYET_SCALAR:
+                return read_scalar(y, text, ret, err);
+        case FYET_SEQUENCE_START:
+                return read_sequence(y, text, depth, ret, items, err);
+        case FYET_MAPPING_START:
+                return read_mapping(y, text, depth, ret, err);
+        case FYET_ALIAS:
+                return yaml_fail(y, err, EINVAL, "anchors and aliases are not supported (write the value out)");
+        default:
+                return yaml_fail(y, err, EINVAL, "a value is missing");
+        }
 }
 
 static bool in_list(const char *const *list, const char *s)
@@ -992,162 +1049,7 @@ static int check_utf8(const char *text, size_t len, const char *file, struct tes
         return 0;
 }
 
-/* A parsed YAML text: its document lives as long as its parser. */
-struct yaml_text {
-        struct fy_diag *diag;
-        struct fy_parser *parser;
-        struct fy_document *doc;
-};
-
-static void yaml_text_done(struct yaml_text *y)
-{
-        if (y->doc)
-                fy_parse_document_destroy(y->parser, y->doc);
-        if (y->parser)
-                fy_parser_destroy(y->parser);
-        /* fy_diag_destroy(), not fy_diag_unref(): only destroy frees the collected errors */
-        if (y->diag)
-                fy_diag_destroy(y->diag);
-        memset(y, 0, sizeof(*y));
-}
-
-/* The first error libfyaml collected, as "FILE:LINE:COLUMN: not valid YAML: ..."; 0 when none. */
-static int yaml_syntax_error(struct yaml_text *y, const char *file, struct tessera_error *err)
-{
-        struct fy_diag_error *e = diag_first_error(y->diag);
-        if (!e || !e->msg)
-                return 0;
-        return tessera_error_set(err, EINVAL, "%s:%d:%d: not valid YAML: %s", file, e->line > 0 ? e->line : 1,
-                                 e->column > 0 ? e->column : 1, e->msg);
-}
-
-/* Parses the one document of `text`; y->doc stays NULL for an empty text. */
-static int yaml_load(const char *text, size_t len, const char *file, struct yaml_text *y, struct tessera_error *err)
-{
-        if (len > YAML_TEXT_MAX)
-                return tessera_error_set(err, EFBIG, "%s: %zu bytes is too large (at most 1 MiB)", file, len);
-        int r = check_utf8(text, len, file, err);
-        if (r < 0)
-                return r;
-        y->diag = diag_new();
-        /* duplicate keys are found (and reported with the key's name) by the walk in spec_yaml_read */
-        struct fy_parse_cfg cfg = {
-                .flags = FYPCF_QUIET | FYPCF_ALLOW_DUPLICATE_KEYS | FYPCF_JSON_NONE | FYPCF_DISABLE_RECYCLING,
-                .diag = y->diag,
-        };
-        if (y->diag)
-                y->parser = fy_parser_create(&cfg);
-        if (!y->parser || fy_parser_set_string(y->parser, text, len) < 0)
-                return tessera_error_set(err, ENOMEM, "%s: out of memory", file);
-        y->doc = fy_parse_load_document(y->parser);
-        r = yaml_syntax_error(y, file, err);
-        if (r < 0 || !y->doc)
-                return r;
-        /* a second document would be silently ignored otherwise */
-        struct fy_document *more = fy_parse_load_document(y->parser);
-        if (more) {
-                struct yaml_pos pos = node_pos(fy_document_root(more));
-                fy_parse_document_destroy(y->parser, more);
-                if (pos.line <= 0)
-                        pos.line = pos.column = 1;
-                return tessera_error_set(err, EINVAL, "%s:%d:%d: a second YAML document (keep one per file)", file,
-                                         pos.line, pos.column);
-        }
-        return yaml_syntax_error(y, file, err);
-}
-
-/* One top-level key: convert its value, hand it over, and put the place on any error. */
-static int yaml_apply_pair(const char *file, const struct spec_yaml_schema *schema, void *userdata, const char *key,
-                           struct fy_node *value, struct yaml_pos key_pos, struct spec_locations *locs,
-                           struct tessera_error *err)
-{
-        struct yaml_pos pos = value ? node_pos(value) : key_pos;
-        if (pos.line <= 0)
-                pos = key_pos;
-        if (locs && locs->n < ELEMENTSOF(locs->at)) {
-                struct spec_location *l = &locs->at[locs->n++];
-                snprintf(l->field, sizeof(l->field), "%s", key);
-                l->line = pos.line;
-                l->column = pos.column;
-        }
-        struct yaml_walk w = {.file = file};
-        _cleanup_json_ json_t *j = NULL;
-        int r = value ? node_to_json(&w, value, in_list(schema->text_keys, key), &j, err) : 0;
-        if (r < 0) {
-                struct yaml_pos bad = node_pos(w.bad);
-                return yaml_error_at(err, r, file, bad.line > 0 ? bad : pos, key);
-        }
-        if (!j)
-                j = json_null();
-        int item = -1;
-        r = schema->apply(userdata, key, j, &item, err);
-        if (r < 0) {
-                if (item >= 0 && value && fy_node_is_sequence(value)) {
-                        struct yaml_pos at = node_pos(fy_node_sequence_get_by_index(value, item));
-                        if (at.line > 0)
-                                pos = at;
-                }
-                return yaml_error_at(err, r, file, pos, key);
-        }
-        return 0;
-}
-
-int spec_yaml_read(const char *text, size_t len, const char *file_name, const struct spec_yaml_schema *schema,
-                   void *userdata, struct spec_locations *locs, struct tessera_error *err)
-{
-        const char *file = file_name ? file_name : "<input>";
-        if (locs) {
-                memset(locs, 0, sizeof(*locs));
-                snprintf(locs->file, sizeof(locs->file), "%s", file);
-        }
-        _cleanup_(yaml_text_done) struct yaml_text y = {0};
-        int r = yaml_load(text, len, file, &y, err);
-        if (r < 0)
-                return r;
-        struct fy_node *root = y.doc ? fy_document_root(y.doc) : NULL;
-        if (!root || (fy_node_is_scalar(root) && !fy_node_is_alias(root) && fy_node_get_style(root) == FYNS_PLAIN &&
-                      is_yaml_null(fy_node_get_scalar0(root) ? fy_node_get_scalar0(root) : ""))) {
-                if (schema->allow_empty)
-                        return 0;
-                return tessera_error_set(err, ENODATA, "%s: the file is empty (write %s)", file, schema->example);
-        }
-        if (!fy_node_is_mapping(root)) {
-                struct yaml_pos pos = node_pos(root);
-                tessera_error_set(err, EINVAL, "not a mapping of %ss (write %s)", schema->noun, schema->example);
-                return yaml_error_at(err, -EINVAL, file, pos, NULL);
-        }
-        uint64_t seen = 0;
-        int seen_line[64] = {0};
-        void *iter = NULL;
-        struct fy_node_pair *pair;
-        while ((pair = fy_node_mapping_iterate(root, &iter))) {
-                struct fy_node *keynode = fy_node_pair_key(pair);
-                struct yaml_pos key_pos = node_pos(keynode ? keynode : root);
-                struct yaml_walk w = {.file = file};
-                _cleanup_free_ char *key = NULL;
-                r = key_text(&w, keynode, root, &key, err);
-                if (r < 0)
-                        return yaml_error_at(err, r, file, key_pos, NULL);
-                size_t idx = 0;
-                while (schema->keys[idx] && !STREQ(schema->keys[idx], key))
-                        idx++;
-                if (!schema->keys[idx] || idx >= 64) {
-                        unknown_key(err, schema->noun, schema->keys, "");
-                        return yaml_error_at(err, -EINVAL, file, key_pos, key);
-                }
-                if (seen & (1ULL << idx)) {
-                        tessera_error_set(err, EINVAL, "given twice (first on line %d; give each %s once)",
-                                          seen_line[idx], schema->noun);
-                        return yaml_error_at(err, -EINVAL, file, key_pos, key);
-                }
-                seen |= 1ULL << idx;
-                seen_line[idx] = key_pos.line;
-                r = yaml_apply_pair(file, schema, userdata, key, fy_node_pair_value(pair), key_pos, locs, err);
-                if (r < 0)
-                        return r;
-        }
-        return 0;
-}
+@@TOP@@
 
 int spec_read_file(const char *path, size_t max, char **ret, size_t *ret_len, struct tessera_error *err)
 {

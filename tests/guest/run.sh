@@ -122,7 +122,7 @@ kvm_probe_boots() {
 }
 
 choose_accel() {
-        local key result why
+        local key result why probe_file
         case $accel in
         tcg) echo tcg; msg "accel=tcg (asked for)"; return ;;
         kvm) echo kvm; msg "accel=kvm (asked for)"; return ;;
@@ -130,14 +130,16 @@ choose_accel() {
         if [ ! -r /dev/kvm ] || [ ! -w /dev/kvm ]; then
                 echo tcg; msg "accel=tcg (no read/write access to /dev/kvm)"; return
         fi
-        # A probe costs its full timeout when KVM hangs, so its answer is kept until the host reboots.
+        # A probe costs its full timeout when KVM hangs, so its answer is kept until the host reboots,
+        # one file per kernel image (the vmlinux and the bzImage fare differently under KVM).
         key="$(cat /proc/sys/kernel/random/boot_id 2>/dev/null) $kernel"
-        if [ -f "$cache/kvm-probe" ] && [ "$(head -n1 "$cache/kvm-probe")" = "$key" ]; then
-                result=$(sed -n 2p "$cache/kvm-probe")
-                why="cached probe result in $cache/kvm-probe"
+        probe_file=$cache/kvm-probe.$(basename "$kernel")
+        if [ -f "$probe_file" ] && [ "$(head -n1 "$probe_file")" = "$key" ]; then
+                result=$(sed -n 2p "$probe_file")
+                why="cached probe result in $probe_file"
         else
                 if kvm_probe_boots; then result=kvm; else result=tcg; fi
-                printf '%s\n%s\n' "$key" "$result" >"$tmp/kvm-probe" && mv "$tmp/kvm-probe" "$cache/kvm-probe"
+                printf '%s\n%s\n' "$key" "$result" >"$tmp/kvm-probe" && mv "$tmp/kvm-probe" "$probe_file"
                 why="probe guest just booted under KVM"
                 [ "$result" = kvm ] ||
                         why="probe guest did not report within ${TESSERA_KVM_PROBE_TIMEOUT:-5} s under KVM"

@@ -51,7 +51,7 @@ op_for() {
 points=$("$TESSERAD_BIN" --list-fault-points)
 check "tesserad lists its fault points" test -n "$points"
 for p in $points; do
-        check "[$p] daemon starts" start_daemon
+        start_daemon; ok $? "[$p] daemon starts"
         tessera create --name base --cpus 1 --memory 256M --namespaces net >/dev/null 2>&1
         [[ $p == release:* ]] && tessera assign base --memory 128M >/dev/null
         stop_daemon
@@ -65,7 +65,7 @@ for p in $points; do
                 ok 0 "[$p] the daemon died at the fault point"
                 wait "$DAEMON_PID" 2>/dev/null; DAEMON_PID=
         fi
-        check "[$p] daemon restarts" start_daemon
+        start_daemon; ok $? "[$p] daemon restarts"
         invariants "[$p]"
         case $p in
         create:committed) check_eq "[$p] the committed enclave survives" running "$(enclave_field f state)" ;;
@@ -106,7 +106,7 @@ for round in $(seq 1 12); do
         sleep "0.$((RANDOM % 9 + 1))"
         kill9_daemon
         wait $load 2>/dev/null
-        check "round $round: daemon restarts after kill -9" start_daemon
+        start_daemon; ok $? "round $round: daemon restarts after kill -9"
         invariants "round $round"
 done
 finish

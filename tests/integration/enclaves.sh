@@ -5,7 +5,7 @@
 . "$(dirname "$0")/lib.sh"
 
 [ "$(id -u)" = 0 ] || { skip "needs root (cgroups, namespaces)"; finish; exit; }
-check "tesserad starts" start_daemon
+start_daemon; ok $? "tesserad starts"
 ncpu=$(tessera --json cpus | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
 check_eq "tessera cpus lists every core" "$(nproc --all)" "$ncpu"
 

@@ -56,6 +56,7 @@ for e in json.load(sys.stdin):
         print(json.dumps(v) if isinstance(v, (list, dict)) else v)' "$1" "$2"
 }
 
+# Not through `check`: that runs its command in a subshell, and DAEMON_PID must stay here.
 start_daemon() { # extra tesserad flags
         "$TESSERAD_BIN" --state-dir "$T/state" --socket "$TESSERA_SOCKET" --cgroup-root "$CG_ROOT" \
                 --host-cpus '' --host-memory 2G "$@" >>"$T/tesserad.log" 2>&1 &

@@ -7,7 +7,7 @@ command -v setpriv >/dev/null || { skip "setpriv (util-linux) missing"; finish; 
 chmod 755 "$T"
 as_nobody() { setpriv --reuid 65534 --regid 65534 --clear-groups "$TESSERA_BIN" "$@"; }
 
-check "tesserad starts" start_daemon
+start_daemon; ok $? "tesserad starts"
 check "root creates an enclave for nobody" tessera create --name mine --cpus 1 --memory 128M --owner nobody
 check "root creates its own enclave" tessera create --name roots --cpus 1 --memory 128M
 check_eq "the tenant lists only its own enclave" "mine" \
