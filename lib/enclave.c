@@ -602,6 +602,11 @@ static bool is_host_device(struct tessera_node *n, const char *id)
 static int take_device(struct tessera_node *n, struct enclave *e, const char *id, const char **ret_kind,
                        struct tessera_error *err)
 {
+        /* asked first: an interface inside an enclave is invisible to the host's topology */
+        char holder[64];
+        if (ledger_device_owner(n->store, id, 0, holder, sizeof(holder), NULL) > 0)
+                return tessera_error_field(err, EBUSY, "devices", "devices: '%s' is owned by enclave '%s'", id,
+                                           holder);
         struct topo_device dev;
         int r = topology_find_device(n->topo, id, &dev, err);
         if (r < 0) {
@@ -1381,6 +1386,12 @@ static int reconcile_running(struct tessera_node *n, struct enclave *e, json_t *
         int pidfd = e->rec.supervisor_pid > 0
                             ? pidfd_open_checked(e->rec.supervisor_pid, e->rec.supervisor_start, &perr)
                             : -ESRCH;
+        /* a pidfd polls readable once its process has exited, zombies included */
+        struct pollfd exited = {.fd = pidfd, .events = POLLIN};
+        if (pidfd >= 0 && poll(&exited, 1, 0) == 1) {
+                close(pidfd);
+                pidfd = -ESRCH;
+        }
         if (pidfd < 0)
                 return handle_failure(n, e, "supervisor died while tesserad was away", log, err);
         if (!cgroup_enclave_exists(n->cg, e->rec.name)) {

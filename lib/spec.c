@@ -702,6 +702,7 @@ struct yaml_reader {
         struct fy_parser *parser;
         struct fy_event *event; /* the current event, owned */
         struct yaml_pos bad;    /* where a value that cannot be read is */
+        bool syntax_error;      /* the message is complete: FILE:LINE:COLUMN from libfyaml */
 };
 
 static void diag_discard(struct fy_diag *diag, void *user, const char *buf, size_t len)
@@ -769,6 +770,7 @@ static int yaml_next(struct yaml_reader *y, struct tessera_error *err)
         y->event = fy_parser_parse(y->parser);
         if (y->event)
                 return 0;
+        y->syntax_error = true;
         int r = yaml_syntax_error(y, err);
         return r < 0 ? r : tessera_error_set(err, EINVAL, "%s: the YAML text ends early", y->file);
 }
@@ -888,6 +890,11 @@ static int push_pos(struct yaml_pos_list *l, struct yaml_pos pos)
         return 0;
 }
 
+static void yaml_pos_list_done(struct yaml_pos_list *l)
+{
+        free(l->at);
+}
+
 static int read_node(struct yaml_reader *y, bool text, int depth, json_t **ret, struct yaml_pos_list *items,
                      struct tessera_error *err);
 
@@ -968,16 +975,12 @@ static int read_node(struct yaml_reader *y, bool text, int depth, json_t **ret, 
         if (depth > YAML_DEPTH_MAX)
                 return yaml_fail(y, err, E2BIG, "nested too deeply (at most 64 levels)");
         switch (y->event->type) {
-        case FYET_SCALAR:
-                return read_scalar(y, text, ret, err);
-        case FYET_SEQUENCE_START:
-                return read_sequence(y, text, depth, ret, items, err);
-        case FYET_MAPPING_START:
-                return read_mapping(y, text, depth, ret, err);
+        case FYET_SCALAR: return read_scalar(y, text, ret, err);
+        case FYET_SEQUENCE_START: return read_sequence(y, text, depth, ret, items, err);
+        case FYET_MAPPING_START: return read_mapping(y, text, depth, ret, err);
         case FYET_ALIAS:
                 return yaml_fail(y, err, EINVAL, "anchors and aliases are not supported (write the value out)");
-        default:
-                return yaml_fail(y, err, EINVAL, "a value is missing");
+        default: return yaml_fail(y, err, EINVAL, "a value is missing");
         }
 }
 
@@ -1049,7 +1052,159 @@ static int check_utf8(const char *text, size_t len, const char *file, struct tes
         return 0;
 }
 
-@@TOP@@
+/* Checks the text and sets up a parser over it, positioned before the first event. */
+static int yaml_open(struct yaml_reader *y, const char *text, size_t len, const char *file, struct tessera_error *err)
+{
+        y->file = file;
+        if (len > YAML_TEXT_MAX)
+                return tessera_error_set(err, EFBIG, "%s: %zu bytes is too large (at most 1 MiB)", file, len);
+        int r = check_utf8(text, len, file, err);
+        if (r < 0)
+                return r;
+        y->diag = diag_new();
+        struct fy_parse_cfg cfg = {
+                .flags = FYPCF_QUIET | FYPCF_JSON_NONE | FYPCF_DISABLE_RECYCLING,
+                .diag = y->diag,
+        };
+        if (y->diag)
+                y->parser = fy_parser_create(&cfg);
+        if (!y->parser || fy_parser_set_string(y->parser, text, len) < 0)
+                return tessera_error_set(err, ENOMEM, "%s: out of memory", file);
+        return 0;
+}
+
+/* Reads up to the root node of the one document: *ret_empty when there is none (or it is null). */
+static int yaml_start(struct yaml_reader *y, bool *ret_empty, struct tessera_error *err)
+{
+        int r = yaml_next(y, err);
+        if (r >= 0 && y->event->type == FYET_STREAM_START)
+                r = yaml_next(y, err);
+        if (r < 0)
+                return r;
+        *ret_empty = y->event->type == FYET_STREAM_END;
+        if (*ret_empty)
+                return 0;
+        if (y->event->type != FYET_DOCUMENT_START)
+                return tessera_error_set(err, EINVAL, "%s: not a YAML document", y->file);
+        r = yaml_next(y, err);
+        if (r < 0)
+                return r;
+        if (y->event->type == FYET_SCALAR && fy_token_scalar_style(y->event->scalar.value) == FYSS_PLAIN) {
+                const char *t = fy_token_get_text0(y->event->scalar.value);
+                *ret_empty = !t || is_yaml_null(t);
+        }
+        return 0;
+}
+
+/* After the root node: the document must end, and no second one follow (it would be ignored). */
+static int yaml_finish(struct yaml_reader *y, struct tessera_error *err)
+{
+        int r = yaml_next(y, err);
+        if (r >= 0 && y->event->type == FYET_DOCUMENT_END)
+                r = yaml_next(y, err);
+        if (r < 0)
+                return r;
+        if (y->event->type == FYET_STREAM_END)
+                return 0;
+        struct yaml_pos pos = event_pos(y->event);
+        if (pos.line <= 0 && yaml_next(y, err) == 0)
+                pos = event_pos(y->event);
+        tessera_error_set(err, EINVAL, "a second YAML document (keep one per file)");
+        return yaml_error_at(err, -EINVAL, y->file, pos, NULL);
+}
+
+/* One top-level key, its value the current event: convert it, hand it over, put the place on errors. */
+static int yaml_apply_pair(struct yaml_reader *y, const struct spec_yaml_schema *schema, void *userdata,
+                           const char *key, struct yaml_pos key_pos, struct spec_locations *locs,
+                           struct tessera_error *err)
+{
+        struct yaml_pos pos = event_pos(y->event);
+        if (pos.line <= 0)
+                pos = key_pos; /* an empty value has no mark */
+        if (locs && locs->n < ELEMENTSOF(locs->at)) {
+                struct spec_location *l = &locs->at[locs->n++];
+                snprintf(l->field, sizeof(l->field), "%s", key);
+                l->line = pos.line;
+                l->column = pos.column;
+        }
+        _cleanup_(yaml_pos_list_done) struct yaml_pos_list items = {0};
+        _cleanup_json_ json_t *j = NULL;
+        y->bad = (struct yaml_pos){0, 0};
+        int r = read_node(y, in_list(schema->text_keys, key), 1, &j, &items, err);
+        if (r < 0 && y->syntax_error)
+                return r;
+        if (r < 0)
+                return yaml_error_at(err, r, y->file, y->bad.line > 0 ? y->bad : pos, key);
+        int item = -1;
+        r = schema->apply(userdata, key, j, &item, err);
+        if (r < 0) {
+                if (item >= 0 && (size_t)item < items.n && items.at[item].line > 0)
+                        pos = items.at[item];
+                return yaml_error_at(err, r, y->file, pos, key);
+        }
+        return 0;
+}
+
+int spec_yaml_read(const char *text, size_t len, const char *file_name, const struct spec_yaml_schema *schema,
+                   void *userdata, struct spec_locations *locs, struct tessera_error *err)
+{
+        const char *file = file_name ? file_name : "<input>";
+        if (locs) {
+                memset(locs, 0, sizeof(*locs));
+                snprintf(locs->file, sizeof(locs->file), "%s", file);
+        }
+        _cleanup_(yaml_reader_done) struct yaml_reader y = {0};
+        bool empty;
+        int r = yaml_open(&y, text, len, file, err);
+        if (r >= 0)
+                r = yaml_start(&y, &empty, err);
+        if (r < 0)
+                return r;
+        if (empty) {
+                r = y.event->type == FYET_STREAM_END ? 0 : yaml_finish(&y, err);
+                if (r < 0 || schema->allow_empty)
+                        return r;
+                return tessera_error_set(err, ENODATA, "%s: the file is empty (write %s)", file, schema->example);
+        }
+        if (y.event->type != FYET_MAPPING_START) {
+                tessera_error_set(err, EINVAL, "not a mapping of %ss (write %s)", schema->noun, schema->example);
+                return yaml_error_at(err, -EINVAL, file, event_pos(y.event), NULL);
+        }
+        uint64_t seen = 0;
+        int seen_line[64] = {0};
+        for (;;) {
+                r = yaml_next(&y, err);
+                if (r < 0)
+                        return r;
+                if (y.event->type == FYET_MAPPING_END)
+                        break;
+                struct yaml_pos key_pos = event_pos(y.event);
+                _cleanup_free_ char *key = NULL;
+                r = read_key(&y, &key, err);
+                if (r < 0)
+                        return yaml_error_at(err, r, file, key_pos, NULL);
+                size_t idx = 0;
+                while (schema->keys[idx] && !STREQ(schema->keys[idx], key))
+                        idx++;
+                if (!schema->keys[idx] || idx >= 64) {
+                        unknown_key(err, schema->noun, schema->keys, "");
+                        return yaml_error_at(err, -EINVAL, file, key_pos, key);
+                }
+                if (seen & (1ULL << idx)) {
+                        tessera_error_set(err, EINVAL, "given twice (first on line %d; give each %s once)",
+                                          seen_line[idx], schema->noun);
+                        return yaml_error_at(err, -EINVAL, file, key_pos, key);
+                }
+                seen |= 1ULL << idx;
+                seen_line[idx] = key_pos.line;
+                r = yaml_next(&y, err);
+                if (r >= 0)
+                        r = yaml_apply_pair(&y, schema, userdata, key, key_pos, locs, err);
+                if (r < 0)
+                        return r;
+        }
+        return yaml_finish(&y, err);
+}
 
 int spec_read_file(const char *path, size_t max, char **ret, size_t *ret_len, struct tessera_error *err)
 {

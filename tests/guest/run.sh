@@ -20,7 +20,8 @@
 #   GUEST_FILES   space separated host files/directories to put into the guest at the same paths, with
 #                 the shared libraries they need (CMD's first word is added when it is a host path)
 #   GUEST_ENV     space separated names of environment variables to pass to CMD
-#   GUEST_MODULES extra kernel modules to load (names kept by build-image.sh, e.g. "virtio_net")
+#   GUEST_MODULES extra kernel modules to load, dependencies first (names kept by build-image.sh,
+#                 e.g. "failover net_failover virtio_net")
 #   TESSERA_GUEST_CACHE, TESSERA_GUEST_APPEND (extra kernel command line), TESSERA_ACCEL,
 #   TESSERA_GUEST_BOOT=bzimage (boot the compressed kernel instead of the PVH vmlinux)
 set -euo pipefail

@@ -15,6 +15,8 @@ TAP_FAILED=0
 CLEANUP_HOOKS=()
 
 tessera() { "$TESSERA_BIN" "$@"; }
+export TESSERA_BIN
+export -f tessera # for `bash -c` checks
 
 ok() { # ok COND_STATUS DESCRIPTION
         TAP_N=$((TAP_N + 1))

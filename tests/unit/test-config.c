@@ -50,7 +50,7 @@ static void test_good(void)
                            "host_devices: [eth0, 0000:00:03.0, /dev/sda]\n"
                            "sync: normal\n"
                            "supervisor: /usr/libexec/tessera-supervisor\n"
-                           "fault: ledger-commit\n";
+                           "fault: create:recorded\n";
         int r = load(&c, full, &err);
         ok(r == 0, "every key (%s)", r ? err.msg : "");
         ok(STREQ(c.state_dir, "/srv/tessera/state") && STREQ(c.socket, "/run/t.sock") &&
@@ -58,7 +58,7 @@ static void test_good(void)
                    STREQ(c.host_memory, "0:1G,1:512M") && c.block_size == 2ULL << 20 &&
                    STREQ(c.topology, "/usr/share/topo.xml") && STREQ(c.host_devices, "eth0,0000:00:03.0,/dev/sda") &&
                    !c.sync_full && STREQ(c.supervisor, "/usr/libexec/tessera-supervisor") &&
-                   STREQ(c.fault, "ledger-commit"),
+                   STREQ(c.fault, "create:recorded"),
            "every key is read");
         ok(config_validate(&c, &err) == 0, "and is valid (%s)", err.msg);
         ok(load(&c, "host_cpus: 0\n", &err) == 0 && STREQ(c.host_cpus, "0"), "host_cpus: 0 is the list \"0\"");
@@ -156,7 +156,7 @@ static void test_set(void)
            "--host-devices eth0,eth1");
         ok(config_set(&c, "host-cpus", "", &err) == 0 && STREQ(c.host_cpus, ""), "--host-cpus \"\"");
         ok(config_set(&c, "host-memory", "0:2G", &err) == 0 && STREQ(c.host_memory, "0:2G"), "--host-memory 0:2G");
-        ok(config_set(&c, "fault", "ledger-commit", &err) == 0 && STREQ(c.fault, "ledger-commit"), "--fault");
+        ok(config_set(&c, "fault", "create:recorded", &err) == 0 && STREQ(c.fault, "create:recorded"), "--fault");
         ok(config_set(&c, "bogus", "1", &err) < 0 &&
                    starts(err.msg, "--bogus: unknown option (known: --state-dir, --socket, --cgroup-root,") &&
                    STREQ(err.field, "bogus"),
