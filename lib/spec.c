@@ -698,6 +698,8 @@ struct yaml_pos_list {
 
 struct yaml_reader {
         const char *file;
+        const char *text; /* the source, which libfyaml's marks index */
+        size_t len;
         struct fy_diag *diag;
         struct fy_parser *parser;
         struct fy_event *event; /* the current event, owned */
@@ -839,18 +841,78 @@ static json_t *plain_scalar_to_json(const char *s, size_t len)
         return json_stringn(s, len);
 }
 
+static bool is_blank(char c)
+{
+        return c == ' ' || c == '\t';
+}
+
+/*
+ * The value of a single-quoted scalar from its source (the text between the quotes): '' is
+ * one quote; white space around line breaks goes, one break becomes a space and each empty
+ * line a newline.  Done here because libfyaml 0.7.12 leaks when it formats a run of ''.
+ */
+static char *single_quoted_text(const char *raw, size_t len, size_t *ret_len)
+{
+        char *out = malloc(len + 1);
+        if (!out)
+                return NULL;
+        size_t o = 0, empty_lines = 0;
+        for (size_t i = 0; i <= len;) {
+                size_t eol = i;
+                while (eol < len && raw[eol] != '\n')
+                        eol++;
+                bool first = i == 0, last = eol >= len;
+                size_t b = i, e = eol;
+                if (!last && e > b && raw[e - 1] == '\r')
+                        e--;
+                while (!first && b < e && is_blank(raw[b]))
+                        b++;
+                while (!last && e > b && is_blank(raw[e - 1]))
+                        e--;
+                if (!first && !last && b == e) {
+                        empty_lines++;
+                } else {
+                        if (!first) {
+                                if (empty_lines)
+                                        memset(out + o, '\n', empty_lines), o += empty_lines;
+                                else
+                                        out[o++] = ' ';
+                                empty_lines = 0;
+                        }
+                        for (size_t k = b; k < e; k++) {
+                                out[o++] = raw[k];
+                                if (raw[k] == '\'' && k + 1 < e && raw[k + 1] == '\'')
+                                        k++;
+                        }
+                }
+                i = eol + 1;
+        }
+        out[o] = '\0';
+        *ret_len = o;
+        return out;
+}
+
 /* The text of the current scalar event as a C string; refuses NUL bytes. */
 static int scalar_text(struct yaml_reader *y, char **ret, size_t *ret_len, struct tessera_error *err)
 {
+        struct fy_token *t = y->event->scalar.value;
+        const struct fy_mark *start = fy_token_start_mark(t), *end = fy_token_end_mark(t);
+        _cleanup_free_ char *s = NULL;
         size_t len = 0;
-        const char *raw = fy_token_get_text(y->event->scalar.value, &len);
-        if (!raw)
-                raw = "", len = 0;
-        if (memchr(raw, '\0', len))
-                return yaml_fail(y, err, EINVAL, "the value contains a NUL byte");
-        *ret = strndup(raw, len);
-        if (!*ret)
+        if (fy_token_scalar_style(t) == FYSS_SINGLE_QUOTED && start && end && start->input_pos <= end->input_pos &&
+            end->input_pos <= y->len) {
+                s = single_quoted_text(y->text + start->input_pos, end->input_pos - start->input_pos, &len);
+        } else {
+                const char *raw = fy_token_get_text(t, &len);
+                if (!raw)
+                        raw = "", len = 0;
+                s = strndup(raw, len);
+        }
+        if (!s)
                 return yaml_fail(y, err, ENOMEM, "out of memory");
+        if (strlen(s) != len)
+                return yaml_fail(y, err, EINVAL, "the value contains a NUL byte");
+        *ret = TAKE_PTR(s);
         *ret_len = len;
         return 0;
 }
@@ -1056,6 +1118,8 @@ static int check_utf8(const char *text, size_t len, const char *file, struct tes
 static int yaml_open(struct yaml_reader *y, const char *text, size_t len, const char *file, struct tessera_error *err)
 {
         y->file = file;
+        y->text = text;
+        y->len = len;
         if (len > YAML_TEXT_MAX)
                 return tessera_error_set(err, EFBIG, "%s: %zu bytes is too large (at most 1 MiB)", file, len);
         int r = check_utf8(text, len, file, err);

@@ -64,6 +64,11 @@ static const struct good_case good_cases[] = {
          "  args: [a, \"b\"]\n  nested: {x: 1}\n",
          "{\"name\":\"g\",\"type\":\"vm\",\"hugepages\":false,\"on_failure\":\"reclaim\",\"vm\":{\"slots\":4,"
          "\"ratio\":0.5,\"on\":true,\"none\":null,\"args\":[\"a\",\"b\"],\"nested\":{\"x\":1}}}"},
+        {"quoted scalars: escapes, runs of '', folded lines",
+         "name: q\ntype: vm\nvm:\n  s: 'it''s'\n  run: 'x''''''''''y'\n  m: 'multi  \n   line\n\n    end '\n"
+         "  d: \"tab\\there \\u00e9\"\n  p: plain\n    folded\n",
+         "{\"name\":\"q\",\"type\":\"vm\",\"hugepages\":false,\"on_failure\":\"keep\",\"vm\":{\"s\":\"it's\","
+         "\"run\":\"x'''''y\",\"m\":\"multi line\\nend \",\"d\":\"tab\\there \\u00e9\",\"p\":\"plain folded\"}}"},
         {"comments, document markers and flow mapping", "--- # start\n{name: a, cpus: 1} # flow\n...\n",
          "{\"name\":\"a\",\"type\":\"native\",\"cpus\":1,\"hugepages\":false,\"on_failure\":\"keep\"}"},
 };
