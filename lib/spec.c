@@ -1092,11 +1092,29 @@ static size_t utf8_sequence(const unsigned char *s, size_t n)
         return len;
 }
 
+/* The code point of a valid UTF-8 sequence of n bytes. */
+static uint32_t utf8_decode(const unsigned char *s, size_t n)
+{
+        static const unsigned char lead_mask[] = {0, 0x7f, 0x1f, 0x0f, 0x07};
+        uint32_t c = s[0] & lead_mask[n];
+        for (size_t i = 1; i < n; i++)
+                c = (c << 6) | (s[i] & 0x3f);
+        return c;
+}
+
+/* YAML's printable set (c-printable): tab, line breaks and what is not a control character. */
+static bool yaml_printable(uint32_t c)
+{
+        return c == 0x09 || c == 0x0a || c == 0x0d || (c >= 0x20 && c <= 0x7e) || c == 0x85 ||
+               (c >= 0xa0 && c <= 0xd7ff) || (c >= 0xe000 && c <= 0xfffd) || c >= 0x10000;
+}
+
 /*
- * YAML text must be Unicode, and this reads only UTF-8.  Checked before libfyaml sees it:
- * libfyaml 0.7.12 loops forever on some invalid bytes (a directive such as "%\xf9").
+ * YAML text must be printable Unicode, and this reads only UTF-8.  Checked before libfyaml
+ * sees it: libfyaml 0.7.12 loops forever on some invalid bytes (a directive such as "%\xf9")
+ * and frees memory twice on some NUL bytes ("? a: \t\0[[]]").
  */
-static int check_utf8(const char *text, size_t len, const char *file, struct tessera_error *err)
+static int check_text(const char *text, size_t len, const char *file, struct tessera_error *err)
 {
         const unsigned char *s = (const unsigned char *)text;
         int line = 1, column = 1;
@@ -1105,6 +1123,12 @@ static int check_utf8(const char *text, size_t len, const char *file, struct tes
                 if (n == 0)
                         return tessera_error_set(err, EILSEQ, "%s:%d:%d: not valid UTF-8 (save the file as UTF-8)",
                                                  file, line, column);
+                uint32_t c = utf8_decode(s + i, n);
+                if (!yaml_printable(c))
+                        return tessera_error_set(err, EILSEQ,
+                                                 "%s:%d:%d: control character U+%04X (YAML allows only tab and line "
+                                                 "breaks; use an escape such as \"\\t\" in a double-quoted string)",
+                                                 file, line, column, (unsigned)c);
                 if (s[i] == '\n')
                         line++, column = 1;
                 else
@@ -1122,7 +1146,7 @@ static int yaml_open(struct yaml_reader *y, const char *text, size_t len, const 
         y->len = len;
         if (len > YAML_TEXT_MAX)
                 return tessera_error_set(err, EFBIG, "%s: %zu bytes is too large (at most 1 MiB)", file, len);
-        int r = check_utf8(text, len, file, err);
+        int r = check_text(text, len, file, err);
         if (r < 0)
                 return r;
         y->diag = diag_new();

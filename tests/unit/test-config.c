@@ -4,8 +4,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-/* "config.h" alone would find the build's generated config.h first */
-#include "lib/config.h"
+#include "config.h"
 #include "tap.h"
 #include "util.h"
 

@@ -220,6 +220,32 @@ static void test_device_limit(void)
         spec_done(&s);
 }
 
+static void test_control_characters(void)
+{
+        /* a NUL byte once made libfyaml free memory twice: refused before it gets there */
+        static const char nul[] = "? a: \t\0[[]]\n";
+        struct tessera_spec s;
+        struct tessera_error err = {0};
+        int r = spec_parse_string(nul, sizeof(nul) - 1, "t.yaml", &s, NULL, &err);
+        ok(r == -EILSEQ && strncmp(err.msg, "t.yaml:1:7: control character U+0000", 36) == 0, "a NUL byte (%s)",
+           err.msg);
+        spec_done(&s);
+        const char *ctl = "name: a\x01" "b\n";
+        r = spec_parse_string(ctl, strlen(ctl), "t.yaml", &s, NULL, &err);
+        ok(r == -EILSEQ && strncmp(err.msg, "t.yaml:1:8: control character U+0001", 36) == 0,
+           "a control character (%s)", err.msg);
+        spec_done(&s);
+        const char *c1 = "name: a\xc2\x80\n";
+        r = spec_parse_string(c1, strlen(c1), "t.yaml", &s, NULL, &err);
+        ok(r == -EILSEQ && strstr(err.msg, "U+0080"), "a C1 control character (%s)", err.msg);
+        spec_done(&s);
+        const char *bom = "\xef\xbb\xbfname: a\r\ncpus: 1\r\n";
+        r = spec_parse_string(bom, strlen(bom), "t.yaml", &s, NULL, &err);
+        ok(r == 0 && STREQ(s.name, "a") && s.cpu_count == 1, "a byte order mark and CRLF line ends are fine (%s)",
+           r ? err.msg : "");
+        spec_done(&s);
+}
+
 static void test_size_limit(void)
 {
         size_t n = (1u << 20) + 1;
@@ -578,6 +604,7 @@ int main(void)
         test_good();
         test_bad();
         test_device_limit();
+        test_control_characters();
         test_size_limit();
         test_json_round_trip();
         test_json_bad();
