@@ -143,6 +143,33 @@ enum peer {
         _PEER_MAX,
 };
 
+/*
+ * A process's time on a CPU and waiting on a run queue, in ns, from
+ * /proc/PID/schedstat: what the daemon itself spent on a call, apart from
+ * what it waited for (the disk, the kernel, a CPU busy with other work).
+ */
+struct sched_times {
+        uint64_t on_cpu, waiting;
+};
+
+static bool sched_times_read(pid_t pid, struct sched_times *ret)
+{
+        char path[64], buf[128];
+        snprintf(path, sizeof(path), "/proc/%d/schedstat", (int)pid);
+        unsigned long long cpu, wait;
+        if (pid <= 0 || read_file_at(AT_FDCWD, path, buf, sizeof(buf), NULL) < 0 ||
+            sscanf(buf, "%llu %llu", &cpu, &wait) != 2)
+                return false;
+        ret->on_cpu = cpu;
+        ret->waiting = wait;
+        return true;
+}
+
+/* What one API call cost: wall time at the client, and the daemon's own CPU and run-queue wait. */
+struct op_cost {
+        double wall, cpu, wait; /* ms; cpu and wait are NAN when schedstat is unreadable */
+};
+
 struct daemon {
         const char *tag;
         pid_t pid;
@@ -175,11 +202,16 @@ struct bench {
         bool hugetlb_mounted, hugetlb_dir_made;
         /* results */
         struct samples api[_OP_MAX], cli[_OP_MAX], peer[_PEER_MAX];
+        struct samples api_cpu[_OP_MAX], api_wait[_OP_MAX]; /* tesserad's own share of each API call */
         char peer_label[_PEER_MAX][64];
-        struct samples ledger_create, ledger_list_api, ledger_list_cli;
+        struct samples ledger_create, ledger_cpu, ledger_list_api, ledger_list_cli;
         unsigned long rss_start_kb, rss_end_kb, ledger_rss_kb;
-        char fatal[512], notes[2048], hugetlb_note[256];
+        char load_start[64], load_end[64]; /* /proc/loadavg: other work on the machine skews everything */
+        char fatal[512], notes[8192], hugetlb_note[256];
+        const char *reasons[32]; /* distinct reasons of n/a cells, numbered from 1 in the notes */
+        size_t n_reasons;
         bool interrupted;
+        struct op_cost last; /* of the last API call */
 };
 
 static void note(struct bench *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -236,8 +268,7 @@ static bool find_tool(const char *name, char *buf, size_t size)
         /* PATH first, then the usual system directories (sudo and cron trim PATH) */
         const char *path = getenv("PATH");
         char all[4096];
-        snprintf(all, sizeof(all), "%s:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                 path ? path : "");
+        snprintf(all, sizeof(all), "%s:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", path ? path : "");
         _cleanup_free_ char *copy = strdup(all);
         if (!copy)
                 return false;
@@ -334,8 +365,12 @@ static int run_timed(struct bench *b, char *const argv[], const char *cwd, doubl
                 return 0;
         char said[512];
         log_tail(b, from, said, sizeof(said));
-        const char *tool = strrchr(argv[0], '/');
-        snprintf(why, size, "`%s %s` exited %d%s%s", tool ? tool + 1 : argv[0], argv[1] ? argv[1] : "", st,
+        /* name the tool and its verb, not our private paths: "crun create", "tessera assign" */
+        const char *tool = strrchr(argv[0], '/'), *verb = "";
+        for (size_t i = 1; argv[i] && !verb[0]; i++)
+                if (argv[i][0] != '-' && !strchr(argv[i], '/'))
+                        verb = argv[i];
+        snprintf(why, size, "`%s%s%s` exited %d%s%s", tool ? tool + 1 : argv[0], verb[0] ? " " : "", verb, st,
                  said[0] ? ": " : "", said);
         return st < 0 ? st : -EIO;
 }
@@ -371,6 +406,17 @@ static void capture_line(struct bench *b, char *const argv[], char *buf, size_t 
 }
 
 /* ---- small kernel facts ---- */
+
+static void read_loadavg(char *buf, size_t size)
+{
+        char all[128];
+        double one, five, fifteen;
+        if (read_file_at(AT_FDCWD, "/proc/loadavg", all, sizeof(all), NULL) < 0 ||
+            sscanf(all, "%lf %lf %lf", &one, &five, &fifteen) != 3)
+                snprintf(buf, size, "?");
+        else
+                snprintf(buf, size, "%.2f %.2f %.2f", one, five, fifteen);
+}
 
 static unsigned long rss_kb(pid_t pid)
 {
@@ -628,9 +674,15 @@ static void daemon_init(struct bench *b, struct daemon *d, const char *tag, cons
 /* ---- Tessera operations, through the API and through the CLI ---- */
 
 static const char *const op_verb[_OP_MAX] = {
-        [OP_CREATE] = "create",   [OP_ADD_CORE] = "assign", [OP_DEL_CORE] = "release", [OP_ADD_MEM] = "assign",
-        [OP_DEL_MEM] = "release", [OP_ADD_NIC] = "assign",  [OP_DEL_NIC] = "release",  [OP_DESTROY] = "destroy",
-        [OP_LIST] = "list",
+        [OP_CREATE] = "create",   [OP_ADD_CORE] = "assign", [OP_DEL_CORE] = "release",
+        [OP_ADD_MEM] = "assign",  [OP_DEL_MEM] = "release", [OP_ADD_NIC] = "assign",
+        [OP_DEL_NIC] = "release", [OP_DESTROY] = "destroy", [OP_LIST] = "list",
+};
+
+static const char *const op_name[_OP_MAX] = {
+        [OP_CREATE] = "create",          [OP_ADD_CORE] = "add one core",  [OP_DEL_CORE] = "remove one core",
+        [OP_ADD_MEM] = "add 128 MiB",    [OP_DEL_MEM] = "remove 128 MiB", [OP_ADD_NIC] = "add a NIC",
+        [OP_DEL_NIC] = "remove the NIC", [OP_DESTROY] = "destroy",        [OP_LIST] = "list (2 enclaves)",
 };
 
 static json_t *op_request(struct bench *b, enum op op, const char *name)
@@ -712,14 +764,28 @@ static int tessera_op(struct bench *b, struct daemon *d, bool cli, enum op op, c
         }
         json_t *req = op_request(b, op, namebuf);
         void *res = NULL;
+        struct sched_times s0, s1;
+        bool have = sched_times_read(d->pid, &s0);
         uint64_t t0 = now_ns();
         r = tessera_client_call(d->client, op_verb[op], req, &res, &err);
         *ret_ms = ms_since(t0);
+        have = have && sched_times_read(d->pid, &s1);
+        b->last.wall = *ret_ms;
+        b->last.cpu = have ? (double)(s1.on_cpu - s0.on_cpu) / 1e6 : NAN;
+        b->last.wait = have ? (double)(s1.waiting - s0.waiting) / 1e6 : NAN;
         json_decref(req);
         json_decref(res);
         if (r < 0)
                 snprintf(why, size, "%s: %s", op_verb[op], err.msg);
         return r;
+}
+
+static void record_cost(struct bench *b, bool cli, enum op op, const struct op_cost *c)
+{
+        if (cli || isnan(c->cpu))
+                return;
+        samples_add(&b->api_cpu[op], c->cpu);
+        samples_add(&b->api_wait[op], c->wait);
 }
 
 /*
@@ -732,9 +798,11 @@ static int tessera_sequence(struct bench *b, bool cli, unsigned iter, bool recor
         struct samples *s = cli ? b->cli : b->api;
         char name[32], why[512];
         double ms[_OP_MAX] = {0};
+        struct op_cost cost[_OP_MAX];
         snprintf(name, sizeof(name), "%s%u", cli ? "cli" : "api", iter);
         if (tessera_op(b, &b->main, cli, OP_CREATE, name, &ms[OP_CREATE], why, sizeof(why)) < 0)
                 return fatal(b, "Tessera %s create: %s", cli ? "CLI" : "API", why);
+        cost[OP_CREATE] = b->last;
 
         static const enum op pairs[][2] = {
                 {OP_ADD_CORE, OP_DEL_CORE}, {OP_ADD_MEM, OP_DEL_MEM}, {OP_ADD_NIC, OP_DEL_NIC}};
@@ -747,17 +815,24 @@ static int tessera_sequence(struct bench *b, bool cli, unsigned iter, bool recor
                         samples_fail(&s[del], "nothing to remove: the add failed");
                         continue;
                 }
+                cost[add] = b->last;
                 if (!s[del].failed[0] && tessera_op(b, &b->main, cli, del, name, &ms[del], why, sizeof(why)) < 0)
                         samples_fail(&s[del], "%s", why);
+                cost[del] = b->last;
                 if (record) {
                         samples_add(&s[add], ms[add]);
                         samples_add(&s[del], ms[del]);
+                        record_cost(b, cli, add, &cost[add]);
+                        record_cost(b, cli, del, &cost[del]);
                 }
         }
 
         if (tessera_op(b, &b->main, cli, OP_DESTROY, name, &ms[OP_DESTROY], why, sizeof(why)) < 0)
                 return fatal(b, "Tessera %s destroy: %s", cli ? "CLI" : "API", why);
+        cost[OP_DESTROY] = b->last;
         if (record) {
+                record_cost(b, cli, OP_CREATE, &cost[OP_CREATE]);
+                record_cost(b, cli, OP_DESTROY, &cost[OP_DESTROY]);
                 samples_add(&s[OP_CREATE], ms[OP_CREATE]);
                 samples_add(&s[OP_DESTROY], ms[OP_DESTROY]);
                 samples_add(&s[OP_CREATE_DESTROY], ms[OP_CREATE] + ms[OP_DESTROY]);
@@ -823,6 +898,8 @@ static int bench_list(struct bench *b)
                         samples_fail(&b->api[OP_LIST], "%s", why);
                         break;
                 }
+                if (i > 0)
+                        record_cost(b, false, OP_LIST, &b->last);
                 if (tessera_op(b, &b->main, true, OP_LIST, "", &cli_ms, why, sizeof(why)) < 0) {
                         samples_fail(&b->cli[OP_LIST], "%s", why);
                         break;
@@ -858,9 +935,13 @@ static int bench_ledger(struct bench *b)
                 snprintf(name, sizeof(name), "l%03d", i);
                 json_t *req = json_pack("{s:{s:s, s:i, s:s}}", "spec", "name", name, "cpus", 1, "memory", "1G");
                 void *res = NULL;
+                struct sched_times s0, s1;
+                bool have = sched_times_read(b->ledger.pid, &s0);
                 uint64_t t0 = now_ns();
                 int r = tessera_client_call(b->ledger.client, "create", req, &res, &err);
                 double ms = ms_since(t0);
+                if (have && sched_times_read(b->ledger.pid, &s1))
+                        samples_add(&b->ledger_cpu, (double)(s1.on_cpu - s0.on_cpu) / 1e6);
                 json_decref(req);
                 json_decref(res);
                 if (r < 0) {
@@ -1014,8 +1095,9 @@ static void bench_cgroup_tools(struct bench *b)
         snprintf(cpus_two, sizeof(cpus_two), "cpuset.cpus=%s", two);
         snprintf(mems_arg, sizeof(mems_arg), "cpuset.mems=%s", mems);
         char *create[] = {b->cgcreate, "-g", spec, NULL};
-        char *limits[] = {b->cgset,   "-r", cpus_one, "-r", mems_arg, "-r", "memory.limit_in_bytes=128M", "-r",
-                          "pids.max=1024", b->cg_group, NULL};
+        char *limits[] = {
+                b->cgset,        "-r",        cpus_one, "-r", mems_arg, "-r", "memory.limit_in_bytes=128M", "-r",
+                "pids.max=1024", b->cg_group, NULL};
         char *add_core[] = {b->cgset, "-r", cpus_two, b->cg_group, NULL};
         char *del_core[] = {b->cgset, "-r", cpus_one, b->cg_group, NULL};
         char *add_mem[] = {b->cgset, "-r", "memory.limit_in_bytes=256M", b->cg_group, NULL};
@@ -1168,8 +1250,8 @@ static int crun_bundle(struct bench *b, char *why, size_t size)
         snprintf(b->crun_bundle, sizeof(b->crun_bundle), "%s/bundle", b->tmp);
         snprintf(b->crun_root, sizeof(b->crun_root), "%s/crun-state", b->tmp);
         snprintf(b->crun_cgroup, sizeof(b->crun_cgroup), "tessera-bench-crun-%d", (int)getpid());
-        static const char *const dirs[] = {"", "/rootfs", "/rootfs/bin", "/rootfs/proc", "/rootfs/dev",
-                                           "/rootfs/sys", "/rootfs/tmp"};
+        static const char *const dirs[] = {
+                "", "/rootfs", "/rootfs/bin", "/rootfs/proc", "/rootfs/dev", "/rootfs/sys", "/rootfs/tmp"};
         char path[PATH_MAX + 64];
         for (size_t i = 0; i < ELEMENTSOF(dirs); i++) {
                 snprintf(path, sizeof(path), "%s%s", b->crun_bundle, dirs[i]);
@@ -1248,10 +1330,23 @@ static void hugetlb_mount(struct bench *b)
                  "--prepare-crun: mounted a v1 hugetlb hierarchy at " HUGETLB_V1 " for the crun section");
 }
 
+static bool hugetlb_back_on_v2(unsigned wait_ms)
+{
+        for (unsigned waited = 0;; waited += 10) {
+                if (controller_hierarchy("hugetlb") == 0)
+                        return true;
+                if (waited >= wait_ms)
+                        return false;
+                sleep_ms(10);
+        }
+}
+
 /*
- * Undoes hugetlb_mount.  A v1 hierarchy that still has (dying) child cgroups
- * outlives its unmount, and hugetlb stays off v2: mount it again once those
- * are gone and unmount it empty.
+ * Undoes hugetlb_mount.  An unmounted v1 hierarchy is freed asynchronously,
+ * and not at all while it still has (dying) child cgroups: then hugetlb
+ * stays off v2.  So wait, and if it is still held, mount it again once the
+ * children are gone and unmount it empty.  Remounting sooner would only make
+ * a new hierarchy each time.
  */
 static void hugetlb_unmount(struct bench *b)
 {
@@ -1261,14 +1356,13 @@ static void hugetlb_unmount(struct bench *b)
         snprintf(crun_dir, sizeof(crun_dir), HUGETLB_V1 "/%s", b->crun_cgroup);
         cgroup_tree_remove(crun_dir);
         bool back = false;
-        for (int i = 0; i < 100; i++) {
-                if (is_mountpoint(HUGETLB_V1) && umount2(HUGETLB_V1, 0) < 0)
+        for (int attempt = 0; attempt < 5 && !back; attempt++) {
+                if (attempt > 0 &&
+                    mount("cgroup", HUGETLB_V1, "cgroup", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hugetlb") < 0)
                         break;
-                back = controller_hierarchy("hugetlb") == 0;
-                if (back || i == 99)
+                if (umount2(HUGETLB_V1, 0) < 0)
                         break;
-                sleep_ms(20);
-                (void)mount("cgroup", HUGETLB_V1, "cgroup", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hugetlb");
+                back = hugetlb_back_on_v2(1000);
         }
         b->hugetlb_mounted = false; /* tried once: a second try at exit would only repeat the note */
         if (!is_mountpoint(HUGETLB_V1) && b->hugetlb_dir_made && rmdir(HUGETLB_V1) == 0)
@@ -1399,12 +1493,18 @@ static void bench_cleanup(struct bench *b)
 
 /* ---- the report ---- */
 
-static void fmt_cell(const struct samples *s, char *buf, size_t size, int *note_no, struct bench *b)
+/* A failed cell points at a numbered note; cells that failed for the same reason share it. */
+static void fmt_cell(const struct samples *s, char *buf, size_t size, struct bench *b)
 {
         if (s->failed[0]) {
-                (*note_no)++;
-                snprintf(buf, size, "n/a [%d]", *note_no);
-                note(b, "[%d] %s\n", *note_no, s->failed);
+                size_t no = 0;
+                while (no < b->n_reasons && !STREQ(b->reasons[no], s->failed))
+                        no++;
+                if (no == b->n_reasons && no < ELEMENTSOF(b->reasons)) {
+                        b->reasons[b->n_reasons++] = s->failed;
+                        note(b, "[%zu] %s\n", no + 1, s->failed);
+                }
+                snprintf(buf, size, "n/a [%zu]", no + 1);
         } else if (s->n == 0) {
                 snprintf(buf, size, "-");
         } else {
@@ -1482,6 +1582,8 @@ static void print_header(struct bench *b)
         printf("# Tessera management benchmark (bench/mgmt), %s\n", date);
         printf("# hardware: %ld CPUs, %s\n", sysconf(_SC_NPROCESSORS_ONLN), model);
         printf("# kernel:   %s\n", u.release);
+        printf("# load:     %s at start, %s at the end (1/5/15 min; %ld CPUs)\n", b->load_start, b->load_end,
+               sysconf(_SC_NPROCESSORS_ONLN));
         printf("# commit:   %s%s\n", commit[0] ? commit : "unknown (no git)",
                dirty[0] ? " (working tree has uncommitted changes)" : "");
         printf("# tesserad: --sync %s; state on %s; %s\n", b->sync, fs, b->tesserad);
@@ -1499,19 +1601,17 @@ static void print_header(struct bench *b)
 
 static void print_table(struct bench *b)
 {
-        int note_no = 0;
         printf("%-30s %-17s %-17s %-38s %-17s %7s %10s %10s %8s\n", "operation", "Tessera API", "Tessera CLI",
                "peer (same run)", "peer", "Pisces", "Pisces/API", "Pisces/CLI", "peer/CLI");
         for (size_t i = 0; i < ELEMENTSOF(rows); i++) {
                 const struct row *r = &rows[i];
-                char api[48] = "", cli[48] = "", peer[48] = "", pisces[16] = "", ra[16] = "", rc[16] = "",
-                     rp[16] = "";
+                char api[48] = "", cli[48] = "", peer[48] = "", pisces[16] = "", ra[16] = "", rc[16] = "", rp[16] = "";
                 if (r->op >= 0) {
-                        fmt_cell(&b->api[r->op], api, sizeof(api), &note_no, b);
-                        fmt_cell(&b->cli[r->op], cli, sizeof(cli), &note_no, b);
+                        fmt_cell(&b->api[r->op], api, sizeof(api), b);
+                        fmt_cell(&b->cli[r->op], cli, sizeof(cli), b);
                 }
                 if (r->peer >= 0) {
-                        fmt_cell(&b->peer[r->peer], peer, sizeof(peer), &note_no, b);
+                        fmt_cell(&b->peer[r->peer], peer, sizeof(peer), b);
                         if (r->cmp >= 0)
                                 fmt_ratio(median(&b->peer[r->peer]), median(&b->cli[r->cmp]), rp, sizeof(rp));
                 }
@@ -1536,10 +1636,10 @@ static void print_op_target(struct bench *b, const char *what, enum op op, doubl
 {
         double bound = pisces / TARGET_SPEEDUP, api = median(&b->api[op]), cli = median(&b->cli[op]);
         if (isnan(api)) {
-                printf("  %-34s <= %6.3f ms (Pisces %.2f / 30)   API n/a\n", what, bound, pisces);
+                printf("  %-34s <= %6.3f ms (Pisces %6.2f / 30)   API n/a\n", what, bound, pisces);
                 return;
         }
-        printf("  %-34s <= %6.3f ms (Pisces %.2f / 30)   API %7.3f ms %5.0fx %s", what, bound, pisces, api,
+        printf("  %-34s <= %6.3f ms (Pisces %6.2f / 30)   API %7.3f ms %5.0fx %s", what, bound, pisces, api,
                pisces / api, verdict(api <= bound));
         if (api > bound)
                 printf(" by %.3f ms", api - bound);
@@ -1574,6 +1674,30 @@ static void print_targets(struct bench *b)
                verdict(b->rss_end_kb && b->rss_end_kb < RSS_TARGET_KB), b->rss_start_kb / 1024.0);
 }
 
+/* The daemon's side of each API call, so a reader can tell its own work from waiting (disk, kernel, CPU). */
+static void print_breakdown(struct bench *b)
+{
+        static const enum op ops[] = {OP_CREATE,  OP_ADD_CORE, OP_DEL_CORE, OP_ADD_MEM, OP_DEL_MEM,
+                                      OP_ADD_NIC, OP_DEL_NIC,  OP_DESTROY,  OP_LIST};
+        printf("\nwhere the API time goes (medians in ms; tesserad's own thread from /proc/PID/schedstat; medians do "
+               "not add up):\n");
+        printf("  %-22s %9s %9s %12s %s\n", "operation", "wall", "on CPU", "CPU-queued",
+               "   rest = blocked: disk sync, kernel waits (RCU), children; and the client");
+        for (size_t i = 0; i < ELEMENTSOF(ops); i++) {
+                const struct samples *w = &b->api[ops[i]];
+                if (w->failed[0] || !w->n || !b->api_cpu[ops[i]].n)
+                        continue;
+                double wall = median(w), cpu = median(&b->api_cpu[ops[i]]), q = median(&b->api_wait[ops[i]]);
+                printf("  %-22s %9.3f %9.3f %12.3f %9.3f\n", op_name[ops[i]], wall, cpu, q, wall - cpu - q);
+        }
+        double ip = median(&b->peer[IP_ADD_NIC]);
+        if (!isnan(ip) && ip > PISCES_NIC_MS / TARGET_SPEEDUP)
+                note(b,
+                     "NIC: the kernel's own move of a netdev into another network namespace (`ip link set netns`) "
+                     "takes %.3f ms here (median): above the %.3f ms target before any daemon work.\n",
+                     ip, PISCES_NIC_MS / TARGET_SPEEDUP);
+}
+
 static double median_of_range(const struct samples *s, size_t from, size_t n)
 {
         return from + n <= s->n ? quantile_of(s->ms + from, n, 0.5) : NAN;
@@ -1587,17 +1711,24 @@ static void print_ledger(struct bench *b)
                "--sync %s:\n",
                strrchr(b->topology, '/') ? strrchr(b->topology, '/') + 1 : b->topology, b->sync);
         if (c->failed[0] || c->n == 0) {
-                printf("  n/a: %s\n", c->failed[0] ? c->failed : "not run (see RUN FAILED below)");
+                printf("  n/a: %s\n", c->failed[0] ? c->failed : "not run (the run stopped before it)");
                 return;
         }
         double sum = 0;
         for (size_t i = 0; i < c->n; i++)
                 sum += c->ms[i];
         double first = median_of_range(c, 0, 10), last = c->n >= 10 ? median_of_range(c, c->n - 10, 10) : NAN;
-        printf("  create one-core enclave (API), n=%zu:  median %.3f ms, p90 %.3f ms, total %.1f ms\n", c->n,
-               median(c), p90(c), sum);
+        printf("  create one-core enclave (API), n=%zu:  median %.3f ms, p90 %.3f ms, total %.1f ms\n", c->n, median(c),
+               p90(c), sum);
         printf("  first 10 creates: median %.3f ms;  last 10: median %.3f ms;  last/first %.2f\n", first, last,
                last / first);
+        const struct samples *cpu = &b->ledger_cpu;
+        if (cpu->n >= 20) {
+                double cf = median_of_range(cpu, 0, 10), cl = median_of_range(cpu, cpu->n - 10, 10);
+                printf("  tesserad on-CPU per create: median %.3f ms; first 10: %.3f ms; last 10: %.3f ms; "
+                       "last/first %.2f (load-independent)\n",
+                       median(cpu), cf, cl, cl / cf);
+        }
         char api[48], cli[48];
         if (b->ledger_list_api.failed[0])
                 snprintf(api, sizeof(api), "n/a (%s)", b->ledger_list_api.failed);
@@ -1616,6 +1747,7 @@ static void print_report(struct bench *b)
         print_header(b);
         print_table(b);
         print_targets(b);
+        print_breakdown(b);
         print_ledger(b);
         printf("\nnotes:\n%s", b->notes);
         printf("[Pisces] J. Ouyang, B. Kocoloski, J. Lange, K. Pedretti: \"Achieving Performance Isolation with "
@@ -1680,10 +1812,14 @@ static int find_build(struct bench *b, const char *given)
 static int parse_options(struct bench *b, int argc, char **argv)
 {
         static const struct option opts[] = {
-                {"iterations", required_argument, NULL, 'n'}, {"crun-iterations", required_argument, NULL, 'C'},
-                {"sync", required_argument, NULL, 's'},       {"prepare-crun", no_argument, NULL, 'P'},
-                {"build", required_argument, NULL, 'b'},      {"source", required_argument, NULL, 'S'},
-                {"topology", required_argument, NULL, 'T'},   {"help", no_argument, NULL, 'h'},
+                {"iterations", required_argument, NULL, 'n'},
+                {"crun-iterations", required_argument, NULL, 'C'},
+                {"sync", required_argument, NULL, 's'},
+                {"prepare-crun", no_argument, NULL, 'P'},
+                {"build", required_argument, NULL, 'b'},
+                {"source", required_argument, NULL, 'S'},
+                {"topology", required_argument, NULL, 'T'},
+                {"help", no_argument, NULL, 'h'},
                 {0},
         };
         const char *build = NULL, *source = NULL, *topology = NULL;
@@ -1737,9 +1873,13 @@ static int parse_options(struct bench *b, int argc, char **argv)
                 return -ENOENT;
         }
         snprintf(b->source, sizeof(b->source), "%s", source ? source : BENCH_SOURCE_ROOT);
-        if (topology)
-                snprintf(b->topology, sizeof(b->topology), "%s", topology);
-        else
+        if (topology) {
+                /* tesserad wants an absolute path */
+                if (!realpath(topology, b->topology)) {
+                        fprintf(stderr, "mgmt: --topology: %s: %s\n", topology, strerror(errno));
+                        return -EINVAL;
+                }
+        } else
                 snprintf(b->topology, sizeof(b->topology), "%s/tests/data/topo-2s8n256c.xml", b->source);
         return 0;
 }
@@ -1845,7 +1985,9 @@ int main(int argc, char **argv)
         daemon_init(&b, &b.main, "main", main_flags);
         daemon_init(&b, &b.ledger, "ledger", (const char *const *)ledger_flags);
 
+        read_loadavg(b.load_start, sizeof(b.load_start));
         r = run_all(&b);
+        read_loadavg(b.load_end, sizeof(b.load_end));
         if (r < 0 && b.fatal[0]) {
                 struct daemon *ds[] = {&b.main, &b.ledger};
                 for (size_t i = 0; i < ELEMENTSOF(ds); i++) {

@@ -372,6 +372,12 @@ void cpulist_format(const struct cpubits *b, char *buf, size_t n)
         size_t len = 0;
         buf[0] = '\0';
         for (unsigned i = 0; i < CPULIST_MAX; i++) {
+                /* whole empty words at once: the set is sparse on most machines */
+                unsigned bits = sizeof(b->w[0]) * 8;
+                if (i % bits == 0 && b->w[i / bits] == 0) {
+                        i += bits - 1;
+                        continue;
+                }
                 if (!cpubits_test(b, i))
                         continue;
                 unsigned j = i;
