@@ -47,6 +47,7 @@ struct tessera_node {
         char run_dir[PATH_MAX];
         char log_dir[PATH_MAX];
         bool exclusive_cpus; /* the root group could be confined to the enclaves' pool */
+        char root_disk[PATH_MAX]; /* sysfs path of the block device holding /, or "" */
         struct node_watcher watcher;
         struct watch *watches;
         size_t n_watches, cap_watches;
@@ -588,6 +589,56 @@ static const char *device_kind_name(enum topo_device_kind k)
         return "?";
 }
 
+static void find_root_disk(struct tessera_node *n)
+{
+        struct stat st;
+        char link[64];
+        n->root_disk[0] = '\0';
+        if (stat("/", &st) < 0)
+                return;
+        snprintf(link, sizeof(link), "/sys/dev/block/%u:%u", major(st.st_dev), minor(st.st_dev));
+        if (!realpath(link, n->root_disk))
+                n->root_disk[0] = '\0';
+}
+
+/*
+ * What the host cannot live without, whatever the config says: the interface
+ * with the default route and the PCI function behind it, and the disk holding
+ * the root filesystem with its PCI function.
+ */
+static bool is_host_critical(struct tessera_node *n, const struct topo_device *d)
+{
+        if (n->topo->synthetic)
+                return false;
+        switch (d->kind) {
+        case TOPO_DEV_NET:
+                return netdev_has_default_route(d->id);
+        case TOPO_DEV_PCI: {
+                char needle[80];
+                snprintf(needle, sizeof(needle), "/%s/", d->id);
+                if (n->root_disk[0] && strstr(n->root_disk, needle))
+                        return true;
+                for (size_t i = 0; i < n->topo->n_devices; i++) {
+                        const struct topo_device *o = &n->topo->devices[i];
+                        if (o->kind == TOPO_DEV_NET && STREQ(o->pci, d->id) && netdev_has_default_route(o->id))
+                                return true;
+                }
+                return false;
+        }
+        case TOPO_DEV_BLOCK: {
+                char link[64], path[PATH_MAX];
+                snprintf(link, sizeof(link), "/sys/dev/block/%u:%u", d->dev_major, d->dev_minor);
+                if (!n->root_disk[0] || !realpath(link, path))
+                        return false;
+                /* the root partition lives below its disk's sysfs directory */
+                return strncmp(n->root_disk, path, strlen(path)) == 0;
+        }
+        case TOPO_DEV_CHAR:
+                return false;
+        }
+        return false;
+}
+
 static bool is_host_device(struct tessera_node *n, const char *id)
 {
         char list[sizeof(n->cfg.host_devices)];
@@ -617,10 +668,11 @@ static int take_device(struct tessera_node *n, struct enclave *e, const char *id
         if (is_host_device(n, dev.id))
                 return tessera_error_field(err, EPERM, "devices", "devices: '%s' is kept for the host (host_devices)",
                                            dev.id);
-        if (dev.kind == TOPO_DEV_NET && !n->topo->synthetic && netdev_has_default_route(dev.id))
+        if (is_host_critical(n, &dev))
                 return tessera_error_field(err, EPERM, "devices",
-                                           "devices: '%s' carries the host's default route and is never given away",
-                                           dev.id);
+                                           "devices: '%s' %s and is never given away", dev.id,
+                                           dev.kind == TOPO_DEV_NET ? "carries the host's default route"
+                                                                    : "holds the host's root filesystem or network");
         if (dev.kind == TOPO_DEV_NET && !(e->spec.namespaces & SPEC_NS_NET))
                 return tessera_error_field(err, EINVAL, "devices",
                                            "devices: enclave '%s' has no net namespace for interface '%s' (add "
@@ -748,6 +800,7 @@ int node_open(const struct tessera_config *cfg, const struct node_watcher *w, js
         if (r == 0)
                 r = host_reserve(n, err);
         if (r == 0 && !n->topo->synthetic) {
+                find_root_disk(n);
                 r = find_supervisor(&n->cfg, err);
                 if (r == 0)
                         r = tessera_cgroup_open(cfg->cgroup_root, NULL, &n->cg, err);
@@ -1588,8 +1641,7 @@ json_t *node_devices(struct tessera_node *n, uid_t caller, struct tessera_error 
                 const struct topo_device *d = &n->topo->devices[i];
                 char owner[64] = "free";
                 if (ledger_device_owner(n->store, d->id, caller, owner, sizeof(owner), NULL) <= 0 &&
-                    (is_host_device(n, d->id) || (d->kind == TOPO_DEV_NET && !n->topo->synthetic &&
-                                                  netdev_has_default_route(d->id))))
+                    (is_host_device(n, d->id) || is_host_critical(n, d)))
                         snprintf(owner, sizeof(owner), "host");
                 json_array_append_new(a, json_pack("{s:s, s:s, s:s, s:s, s:i, s:s}", "id", d->id, "kind",
                                                    device_kind_name(d->kind), "description", d->description, "pci",
@@ -1670,14 +1722,29 @@ json_t *node_summary(struct tessera_node *n, uid_t caller, struct tessera_error 
         }
         enclave_records_free(recs, count);
         uint64_t bs = n->host.block_size;
+        json_t *devs = node_devices(n, caller, NULL);
+        int dev_free = 0, dev_enclaves = 0;
+        size_t di;
+        json_t *dv;
+        json_array_foreach(devs, di, dv)
+        {
+                const char *o = json_string_value(json_object_get(dv, "owner"));
+                if (STREQ(o, "free"))
+                        dev_free++;
+                else if (!STREQ(o, "host"))
+                        dev_enclaves++;
+        }
+        int dev_total = (int)json_array_size(devs);
+        json_decref(devs);
         return json_pack("{s:s, s:s, s:s, s:b, s:I, s:o, s:I, s:{s:i, s:i, s:i, s:i}, s:{s:I, s:I, s:I, s:I}, "
-                         "s:o, s:{s:i, s:i, s:i}, s:{s:i, s:I, s:s, s:s, s:s, s:s}}",
+                         "s:o, s:{s:i, s:i, s:i}, s:{s:i, s:i, s:i}, s:{s:i, s:I, s:s, s:s, s:s, s:s}}",
                          "hostname", u.nodename, "kernel", u.release, "cgroup",
                          n->cg ? cgroup_mode_name(n->cg->mode) : "none", "ledger_only", n->cg == NULL, "block_size",
                          (json_int_t)bs, "host_cpus", bitmap_json(n->host.cpus), "host_memory", (json_int_t)host_mem,
                          "cpus", "total", (int)(ch + cf + ce), "host", (int)ch, "free", (int)cf, "enclaves", (int)ce,
                          "memory", "total", (json_int_t)total, "host", (json_int_t)(bh * bs), "free",
-                         (json_int_t)(bf * bs), "enclaves", (json_int_t)(be * bs), "numa", numa, "enclaves", "total",
+                         (json_int_t)(bf * bs), "enclaves", (json_int_t)(be * bs), "numa", numa, "devices", "total", dev_total, "free", dev_free,
+                         "enclaves", dev_enclaves, "enclaves", "total",
                          (int)visible, "running", (int)running, "failed", (int)failed, "daemon", "pid",
                          (int)getpid(), "rss", (json_int_t)self_rss(), "version", TESSERA_VERSION, "state_dir",
                          n->cfg.state_dir, "socket", n->cfg.socket, "cgroup_root", n->cfg.cgroup_root);

@@ -6,8 +6,11 @@
 #   enclave-v2.sh [TESSERAD TESSERA SUPERVISOR]     (default: the binaries under $TESSERA_BUILD)
 #
 # The guest must have 4 CPUs: core 0 stays the host's (--host-cpus 0), enclave 'a' takes core 1 (and
-# for a while 2), 'b' the other two of the pool 1-3, and a third finds no free core.  tests/integration/enclaves-v2.slow.sh boots
-# the guest and relays this TAP.  Exit status: 0 when every assertion passed.
+# for a while 2), 'b' the other two of the pool 1-3, and a third finds no free core.  The device
+# check is by behaviour (the guest has no bpftool): a shell moved into <enclave>/apps/<leaf> must get
+# EPERM opening /dev/kmsg until the enclave is assigned that node.
+# tests/integration/enclaves-v2.slow.sh boots the guest and relays this TAP.  Exit status: 0 when
+# every assertion passed.
 set -u
 
 build=${TESSERA_BUILD:-}
@@ -59,7 +62,8 @@ bail() { # REASON: the rest cannot run
 }
 
 # Refuse to run anywhere but a throw-away cgroup2-only system: this script makes partitions and nodes.
-if [ "${TESSERA_GUEST:-}" != 1 ] || ! awk '$2 == "/sys/fs/cgroup" && $3 == "cgroup2" {f = 1} END {exit !f}' /proc/mounts; then
+if [ "${TESSERA_GUEST:-}" != 1 ] ||
+        ! awk '$2 == "/sys/fs/cgroup" && $3 == "cgroup2" {f = 1} END {exit !f}' /proc/mounts; then
         echo "1..0 # SKIP runs only inside a tests/guest/run.sh guest with cgroup2 at /sys/fs/cgroup"
         exit 0
 fi
@@ -99,7 +103,9 @@ cleanup() {
         fi
         # Whatever is left (a broken daemon): kill it and remove the groups, deepest first.
         if [ -d "$CG" ]; then
-                find "$CG" -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -9 2>/dev/null
+                find "$CG" -name cgroup.procs -exec cat {} + 2>/dev/null | while read -r p; do
+                        kill -9 "$p" 2>/dev/null
+                done
                 find "$CG" -depth -type d -exec rmdir {} + 2>/dev/null
         fi
         rm -rf "$T"
@@ -235,8 +241,7 @@ check_eq "the supervisor may run on cores 1-2" 1-2 "$(awk '/^Cpus_allowed_list:/
 # Linux 6.1 will not let a partition that holds tasks take its parent's last CPU (the partition turns
 # "invalid (Parent unable to distribute cpu downstream)"); a new, still empty one may.  tesserad must
 # then refuse and leave both the ledger and the kernel as they were.  Later kernels may allow it.
-out=$(tessera assign a --cpus 3-3 2>&1)
-if [ $? -eq 0 ]; then
+if out=$(tessera assign a --cpus 3-3 2>&1); then
         diag "this kernel let a populated partition take the pool's last core"
         check_eq "'a' owns cores 1-3" 1-3 "$(cg_read a cpuset.cpus.effective)"
         check "release core 3 again" tessera release a --cpus 3-3

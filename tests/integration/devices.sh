@@ -15,6 +15,12 @@ in_netns() { nsenter -t "$(enclave_field "$1" supervisor_pid)" -n ip -br link; }
 check "an enclave with a net namespace" tessera create --name n1 --cpus 1 --memory 128M --namespaces net
 check_fails "the host's default-route interface is never given" "default route" \
         tessera assign n1 --device "$(ip route show default | awk '{print $5; exit}')"
+rootdev=$(findmnt -no SOURCE /)
+if [ -b "$rootdev" ]; then
+        check_fails "the disk holding / is never given" "never given away" tessera assign n1 --device "$rootdev"
+else
+        skip "the root filesystem is not on a block device here ($rootdev)"
+fi
 check "assign the veth" tessera assign n1 --device "$VETH"
 check "the veth left the host" bash -c "! ip link show $VETH >/dev/null 2>&1"
 check "the veth is inside the enclave" bash -c "nsenter -t $(enclave_field n1 supervisor_pid) -n ip link show $VETH"
