@@ -1078,3 +1078,18 @@ int cgroup_leaf_pids(struct tessera_cgroup *cg, const char *enclave, const char 
                 return r;
         return cg_read_pids(path, ret, n, err);
 }
+
+int cgroup_enclave_read(struct tessera_cgroup *cg, const char *enclave, struct cgroup_state *ret,
+                        struct tessera_error *err)
+{
+        struct cgroup_snapshot snap = {0};
+        int r = cg->ops->snapshot(cg, enclave, &snap, err);
+        if (r < 0)
+                return r;
+        snprintf(ret->cpus, sizeof(ret->cpus), "%s", snap.cpus);
+        snprintf(ret->mems, sizeof(ret->mems), "%s", snap.mems);
+        ret->memory_bytes = snap.memory_bytes;
+        ret->pids_max = snap.pids_max;
+        ret->exclusive = snap.exclusive;
+        return 0;
+}

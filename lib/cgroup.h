@@ -102,6 +102,16 @@ int cgroup_stats_read(struct tessera_cgroup *cg, const char *enclave, const char
 int cgroup_root_set_cpus(struct tessera_cgroup *cg, const char *cpus, struct tessera_error *err);
 /* Destroys every enclave, then removes the root group itself in every controller. */
 int cgroup_root_remove(struct tessera_cgroup *cg, struct tessera_error *err);
+/* An enclave's limits as the kernel has them now (for `tessera check`). */
+struct cgroup_state {
+        char cpus[1024];
+        char mems[256];
+        uint64_t memory_bytes; /* 0: no limit */
+        uint64_t pids_max;     /* 0: no limit */
+        bool exclusive;        /* v1 cpu_exclusive, v2 a valid partition */
+};
+int cgroup_enclave_read(struct tessera_cgroup *cg, const char *enclave, struct cgroup_state *ret,
+                        struct tessera_error *err);
 /* The processes in <enclave>/<leaf> (e.g. the supervisor before its pid is recorded); caller frees. */
 int cgroup_leaf_pids(struct tessera_cgroup *cg, const char *enclave, const char *leaf, pid_t **ret, size_t *n,
                      struct tessera_error *err);

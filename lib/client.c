@@ -58,26 +58,44 @@ int tessera_client_fd(const struct tessera_client *c)
         return c->fd;
 }
 
-int tessera_client_call(struct tessera_client *c, const char *op, void *request, void **result,
-                        struct tessera_error *err)
+int tessera_client_call_fds(struct tessera_client *c, const char *op, void *request, const int *fds_in,
+                            size_t n_in, void **result, int *fds_out, size_t *n_out, struct tessera_error *err)
 {
+        size_t cap = n_out ? *n_out : 0;
+        if (n_out)
+                *n_out = 0;
         json_t *req = request ? json_incref((json_t *)request) : json_object();
         if (!req)
                 return tessera_error_set(err, ENOMEM, "out of memory");
         json_object_set_new(req, "version", json_integer(TESSERA_PROTO_VERSION));
         json_object_set_new(req, "op", json_string(op));
-        int r = proto_send(c->fd, req, NULL, 0, err);
+        int r = proto_send(c->fd, req, fds_in, n_in, err);
         json_decref(req);
         if (r < 0)
                 return r;
         json_t *reply = NULL;
-        r = proto_recv(c->fd, &reply, NULL, NULL, err);
+        size_t got = cap;
+        r = proto_recv(c->fd, &reply, fds_out, &got, err);
         if (r < 0)
                 return tessera_error_prefix(err, r, "no reply from tesserad to `%s`", op);
         json_t *res = NULL;
         r = proto_reply_result(reply, &res, err);
-        if (r == 0 && result)
+        if (r < 0) {
+                json_decref(reply);
+                for (size_t i = 0; i < got; i++)
+                        close(fds_out[i]);
+                return r;
+        }
+        if (result)
                 *result = json_incref(res ? res : json_null());
         json_decref(reply);
-        return r;
+        if (n_out)
+                *n_out = got;
+        return 0;
+}
+
+int tessera_client_call(struct tessera_client *c, const char *op, void *request, void **result,
+                        struct tessera_error *err)
+{
+        return tessera_client_call_fds(c, op, request, NULL, 0, result, NULL, NULL, err);
 }

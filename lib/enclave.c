@@ -1750,6 +1750,39 @@ json_t *node_summary(struct tessera_node *n, uid_t caller, struct tessera_error 
                          n->cfg.state_dir, "socket", n->cfg.socket, "cgroup_root", n->cfg.cgroup_root);
 }
 
+/* The kernel's limits of one enclave against the ledger's. */
+static void check_limits(struct tessera_node *n, const struct enclave_record *e, json_t *problems)
+{
+        struct cgroup_state k;
+        struct tessera_error kerr = {0};
+        if (cgroup_enclave_read(n->cg, e->name, &k, &kerr) < 0) {
+                json_array_append_new(problems, json_sprintf("enclave '%s': %s", e->name, kerr.msg));
+                return;
+        }
+        hwloc_bitmap_t cpus = hwloc_bitmap_alloc();
+        unsigned blocks = 0;
+        char *want = NULL;
+        if (ledger_cpus_of(n->store, e->id, cpus, NULL) == 0 &&
+            ledger_blocks_of(n->store, e->id, &blocks, NULL, NULL) == 0 && hwloc_bitmap_list_asprintf(&want, cpus) >= 0) {
+                if (!STREQ(want, k.cpus))
+                        json_array_append_new(problems, json_sprintf("enclave '%s': cpuset.cpus is \"%s\", the ledger "
+                                                                     "says \"%s\"",
+                                                                     e->name, k.cpus, want));
+                uint64_t bytes = (uint64_t)blocks * n->host.block_size;
+                if (k.memory_bytes != bytes)
+                        json_array_append_new(problems, json_sprintf("enclave '%s': memory limit is %llu, the ledger "
+                                                                     "says %llu",
+                                                                     e->name, (unsigned long long)k.memory_bytes,
+                                                                     (unsigned long long)bytes));
+                if (n->exclusive_cpus && !k.exclusive)
+                        json_array_append_new(problems,
+                                              json_sprintf("enclave '%s': its cores are not an exclusive cpuset",
+                                                           e->name));
+        }
+        free(want);
+        hwloc_bitmap_free(cpus);
+}
+
 int node_check(struct tessera_node *n, uid_t caller, json_t **ret, struct tessera_error *err)
 {
         if (caller != 0)
@@ -1766,6 +1799,8 @@ int node_check(struct tessera_node *n, uid_t caller, json_t **ret, struct tesser
                 if (STREQ(e->state, "running")) {
                         if (!has_group)
                                 json_array_append_new(problems, json_sprintf("enclave '%s' has no cgroup", e->name));
+                        else
+                                check_limits(n, e, problems);
                         struct tessera_error perr = {0};
                         int pfd = pidfd_open_checked(e->supervisor_pid, e->supervisor_start, &perr);
                         if (pfd < 0) {

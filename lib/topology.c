@@ -439,6 +439,13 @@ static int load_hwloc(struct tessera_topology *t, const char *xml_path, struct t
                 t->hw = NULL;
                 return tessera_error_set(err, errno, "cannot initialize hwloc: %s", strerror(errno));
         }
+        /*
+         * The whole node, not just what tesserad's own cgroup may use: on cgroup
+         * v2 the enclaves' cpuset partitions take their cores out of every other
+         * group's effective set, so a restarted tesserad would see only the host's.
+         */
+        if (hwloc_topology_set_flags(t->hw, HWLOC_TOPOLOGY_FLAG_INCLUDE_DISALLOWED) < 0)
+                return tessera_error_set(err, errno, "cannot make hwloc include disallowed CPUs: %s", strerror(errno));
         /* Without this hwloc drops every PCI and OS device. */
         if (hwloc_topology_set_io_types_filter(t->hw, HWLOC_TYPE_FILTER_KEEP_IMPORTANT) < 0)
                 return tessera_error_set(err, errno, "cannot make hwloc keep I/O devices: %s", strerror(errno));

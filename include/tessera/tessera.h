@@ -62,6 +62,15 @@ int tessera_client_fd(const struct tessera_client *c);
 int tessera_client_call(struct tessera_client *c, const char *op, void *request, void **result,
                         struct tessera_error *err);
 
+/*
+ * The same, with descriptors: `fds_in` (n_in, may be 0) ride along the
+ * request as SCM_RIGHTS; descriptors that come with the reply land in
+ * fds_out (*n_out: in, its capacity; out, how many), CLOEXEC, owned by the
+ * caller.
+ */
+int tessera_client_call_fds(struct tessera_client *c, const char *op, void *request, const int *fds_in,
+                            size_t n_in, void **result, int *fds_out, size_t *n_out, struct tessera_error *err);
+
 #ifdef __cplusplus
 }
 #endif

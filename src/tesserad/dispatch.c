@@ -70,7 +70,7 @@ static int op_create(struct tessera_node *n, const struct caller *who, json_t *r
 static int op_destroy(struct tessera_node *n, const struct caller *who, json_t *req, json_t **ret,
                       struct tessera_error *err)
 {
-        const char *name;
+        const char *name = NULL;
         int r = need_name(req, &name, err);
         if (r == 0)
                 r = enclave_destroy(n, who->uid, name, err);
@@ -82,7 +82,7 @@ static int op_destroy(struct tessera_node *n, const struct caller *who, json_t *
 static int op_ping(struct tessera_node *n, const struct caller *who, json_t *req, json_t **ret,
                    struct tessera_error *err)
 {
-        const char *name;
+        const char *name = NULL;
         int r = need_name(req, &name, err);
         return r < 0 ? r : enclave_ping(n, who->uid, name, ret, err);
 }
