@@ -18,6 +18,8 @@ cleanup() {
         tessera destroy viz >/dev/null 2>&1 || true
         tessera destroy sim >/dev/null 2>&1 || true
         [ -n "${DPID:-}" ] && kill "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null
+        # tesserad keeps its root group across restarts; the demo's goes with it
+        rmdir /sys/fs/cgroup/*/tessera-demo-$$ /sys/fs/cgroup/tessera-demo-$$ 2>/dev/null
         rm -rf "$D"
 }
 trap cleanup EXIT

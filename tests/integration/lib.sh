@@ -69,6 +69,7 @@ start_daemon() { # extra tesserad flags
                 sleep 0.05
         done
         echo "# tesserad did not come up:"; sed 's/^/#   /' "$T/tesserad.log" | tail -20
+        kill -KILL "$DAEMON_PID" 2>/dev/null; wait "$DAEMON_PID" 2>/dev/null; DAEMON_PID=
         return 1
 }
 stop_daemon() {
