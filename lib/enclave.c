@@ -23,6 +23,7 @@
 #include "fault.h"
 #include "ledger.h"
 #include "netdev.h"
+#include "node.h"
 #include "proto.h"
 #include "sandbox.h"
 #include "spec.h"
@@ -33,39 +34,6 @@
 
 #define MAX_DEVICE_RULES 64
 
-struct watch {
-        int64_t id;
-        int pidfd;
-};
-
-struct tessera_node {
-        struct tessera_config cfg;
-        struct tessera_topology *topo;
-        struct tessera_cgroup *cg; /* NULL: ledger-only */
-        struct store *store;
-        struct ledger_host host;
-        char run_dir[PATH_MAX];
-        char log_dir[PATH_MAX];
-        bool exclusive_cpus; /* the root group could be confined to the enclaves' pool */
-        char root_disk[PATH_MAX]; /* sysfs path of the block device holding /, or "" */
-        struct node_watcher watcher;
-        struct watch *watches;
-        size_t n_watches, cap_watches;
-};
-
-/* Everything about one enclave an operation needs: its record and its parsed spec. */
-struct enclave {
-        struct enclave_record rec;
-        struct tessera_spec spec;
-};
-
-static void enclave_done(struct enclave *e)
-{
-        enclave_record_done(&e->rec);
-        spec_done(&e->spec);
-}
-#define _cleanup_enclave_ _cleanup_(enclave_done)
-
 bool node_ledger_only(const struct tessera_node *n)
 {
         return n->cg == NULL;
@@ -73,7 +41,7 @@ bool node_ledger_only(const struct tessera_node *n)
 
 /* ---- watches: supervisors whose exit tesserad must notice ---- */
 
-static int watch_add(struct tessera_node *n, int64_t id, int pidfd)
+int node_watch_add(struct tessera_node *n, enum watch_kind kind, int64_t id, int pidfd)
 {
         if (n->n_watches == n->cap_watches) {
                 size_t cap = n->cap_watches ? n->cap_watches * 2 : 16;
@@ -83,24 +51,24 @@ static int watch_add(struct tessera_node *n, int64_t id, int pidfd)
                 n->watches = w;
                 n->cap_watches = cap;
         }
-        n->watches[n->n_watches++] = (struct watch){.id = id, .pidfd = pidfd};
+        n->watches[n->n_watches++] = (struct watch){.kind = kind, .id = id, .pidfd = pidfd};
         if (n->watcher.add)
-                n->watcher.add(n->watcher.ctx, pidfd, id);
+                n->watcher.add(n->watcher.ctx, pidfd, kind, id);
         return 0;
 }
 
-static int watch_find(struct tessera_node *n, int64_t id)
+int node_watch_find(struct tessera_node *n, enum watch_kind kind, int64_t id)
 {
         for (size_t i = 0; i < n->n_watches; i++)
-                if (n->watches[i].id == id)
+                if (n->watches[i].kind == kind && n->watches[i].id == id)
                         return n->watches[i].pidfd;
         return -1;
 }
 
-static void watch_remove(struct tessera_node *n, int64_t id)
+void node_watch_remove(struct tessera_node *n, enum watch_kind kind, int64_t id)
 {
         for (size_t i = 0; i < n->n_watches; i++) {
-                if (n->watches[i].id != id)
+                if (n->watches[i].kind != kind || n->watches[i].id != id)
                         continue;
                 if (n->watcher.remove)
                         n->watcher.remove(n->watcher.ctx, n->watches[i].pidfd);
@@ -110,9 +78,24 @@ static void watch_remove(struct tessera_node *n, int64_t id)
         }
 }
 
+static int watch_add(struct tessera_node *n, int64_t id, int pidfd)
+{
+        return node_watch_add(n, WATCH_SUPERVISOR, id, pidfd);
+}
+
+static int watch_find(struct tessera_node *n, int64_t id)
+{
+        return node_watch_find(n, WATCH_SUPERVISOR, id);
+}
+
+static void watch_remove(struct tessera_node *n, int64_t id)
+{
+        node_watch_remove(n, WATCH_SUPERVISOR, id);
+}
+
 /* ---- loading ---- */
 
-static int enclave_load(struct tessera_node *n, uid_t caller, const char *name, struct enclave *e,
+int enclave_load(struct tessera_node *n, uid_t caller, const char *name, struct enclave *e,
                         struct tessera_error *err)
 {
         memset(e, 0, sizeof(*e));
@@ -217,7 +200,7 @@ out:
 
 /* ---- kernel steps ---- */
 
-static void sock_path(struct tessera_node *n, const char *name, char *buf, size_t len)
+void node_sock_path(struct tessera_node *n, const char *name, char *buf, size_t len)
 {
         snprintf(buf, len, "%s/%s.sock", n->run_dir, name);
 }
@@ -470,7 +453,7 @@ static int make_listen_socket(const char *path, struct tessera_error *err)
 static int start_supervisor(struct tessera_node *n, struct enclave *e, struct tessera_error *err)
 {
         char path[PATH_MAX], log[PATH_MAX];
-        sock_path(n, e->rec.name, path, sizeof(path));
+        node_sock_path(n, e->rec.name, path, sizeof(path));
         snprintf(log, sizeof(log), "%s/%s.log", n->log_dir, e->rec.name);
         _cleanup_close_ int lfd = make_listen_socket(path, err);
         if (lfd < 0)
@@ -529,7 +512,7 @@ static int teardown_kernel(struct tessera_node *n, struct enclave *e, int pidfd,
                 (void)waitid(P_PIDFD, (id_t)pidfd, NULL, WEXITED | WNOHANG);
         }
         char path[PATH_MAX];
-        sock_path(n, e->rec.name, path, sizeof(path));
+        node_sock_path(n, e->rec.name, path, sizeof(path));
         (void)unlink(path);
         return r;
 }
@@ -1079,11 +1062,11 @@ int enclave_list(struct tessera_node *n, uid_t caller, json_t **ret, struct tess
 }
 
 /* One request to a supervisor, bounded in time: a wedged enclave must not wedge tesserad. */
-static int supervisor_call(struct tessera_node *n, const char *name, json_t *req, json_t **ret,
-                           struct tessera_error *err)
+int supervisor_call_fds(struct tessera_node *n, const char *name, json_t *req, const int *fds_in, size_t n_in,
+                        json_t **ret, int *fds_out, size_t *n_out, struct tessera_error *err)
 {
         char path[PATH_MAX];
-        sock_path(n, name, path, sizeof(path));
+        node_sock_path(n, name, path, sizeof(path));
         struct sockaddr_un sa = {.sun_family = AF_UNIX};
         snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
         _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -1095,19 +1078,36 @@ static int supervisor_call(struct tessera_node *n, const char *name, json_t *req
         if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
                 return tessera_error_set(err, errno, "enclave '%s': supervisor unreachable at `%s`: %s", name, path,
                                          strerror(errno));
-        int r = proto_send(fd, req, NULL, 0, err);
+        int r = proto_send(fd, req, fds_in, n_in, err);
         if (r < 0)
                 return tessera_error_prefix(err, r, "enclave '%s'", name);
         json_t *reply = NULL;
-        r = proto_recv(fd, &reply, NULL, NULL, err);
-        if (r < 0)
+        size_t got = n_out ? *n_out : 0;
+        r = proto_recv(fd, &reply, fds_out, &got, err);
+        if (n_out)
+                *n_out = 0;
+        if (r < 0) {
+                for (size_t i = 0; i < got; i++)
+                        close(fds_out[i]);
                 return tessera_error_prefix(err, r, "enclave '%s': supervisor", name);
+        }
         json_t *res = NULL;
         r = proto_reply_result(reply, &res, err);
-        if (r == 0)
+        if (r == 0) {
                 *ret = json_incref(res);
+                if (n_out)
+                        *n_out = got;
+        } else {
+                for (size_t i = 0; i < got; i++)
+                        close(fds_out[i]);
+        }
         json_decref(reply);
         return r;
+}
+
+int supervisor_call(struct tessera_node *n, const char *name, json_t *req, json_t **ret, struct tessera_error *err)
+{
+        return supervisor_call_fds(n, name, req, NULL, 0, ret, NULL, NULL, err);
 }
 
 int enclave_ping(struct tessera_node *n, uid_t caller, const char *name, json_t **ret, struct tessera_error *err)
@@ -1499,6 +1499,9 @@ static int reconcile_running(struct tessera_node *n, struct enclave *e, json_t *
                 close(pidfd);
         json_array_append_new(log, json_sprintf("enclave '%s' re-attached (supervisor pid %d)", e->rec.name,
                                                 (int)e->rec.supervisor_pid));
+        struct tessera_error aerr = {0};
+        if (apps_reconcile(n, e, log, &aerr) < 0)
+                json_array_append_new(log, json_sprintf("enclave '%s': applications: %s", e->rec.name, aerr.msg));
         return 0;
 }
 

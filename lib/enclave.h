@@ -24,10 +24,11 @@
 
 struct tessera_node;
 
-/* tesserad learns which supervisor pidfds to watch through these. */
+/* tesserad learns which pidfds to watch (supervisors, applications) through these. */
+enum watch_kind { WATCH_SUPERVISOR, WATCH_APP };
 struct node_watcher {
         void *ctx;
-        void (*add)(void *ctx, int pidfd, int64_t enclave_id);
+        void (*add)(void *ctx, int pidfd, enum watch_kind kind, int64_t id);
         void (*remove)(void *ctx, int pidfd);
 };
 

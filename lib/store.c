@@ -83,6 +83,27 @@ int store_exec(struct store *s, const char *sql, struct tessera_error *err)
         return 0;
 }
 
+/* v2: applications.  They go with their enclave (CASCADE): history of a destroyed enclave is not kept. */
+static const char schema_v2[] =
+        "CREATE TABLE apps("
+        "  id INTEGER PRIMARY KEY,"
+        "  enclave_id INTEGER NOT NULL REFERENCES enclaves(id) ON DELETE CASCADE,"
+        "  name TEXT NOT NULL,"
+        "  argv TEXT NOT NULL,"
+        "  state TEXT NOT NULL CHECK(state IN ('running','exited','lost')),"
+        "  pid INTEGER,"
+        "  ns_pid INTEGER,"
+        "  start_time INTEGER,"
+        "  started INTEGER NOT NULL,"
+        "  ended INTEGER,"
+        "  exit_code INTEGER,"
+        "  signal INTEGER,"
+        "  cpu_ns INTEGER,"
+        "  peak_memory INTEGER,"
+        "  cause TEXT,"
+        "  UNIQUE(enclave_id, name));"
+        "CREATE INDEX apps_by_state ON apps(state);";
+
 static int store_migrate(struct store *s, struct tessera_error *err)
 {
         sqlite3_stmt *st = store_stmt(s, "PRAGMA user_version", err);
@@ -99,8 +120,13 @@ static int store_migrate(struct store *s, struct tessera_error *err)
         int r = store_begin(s, err);
         if (r < 0)
                 return r;
-        if (version == 0) {
+        if (version < 1) {
                 r = store_exec(s, schema_v1, err);
+                if (r < 0)
+                        goto fail;
+        }
+        if (version < 2) {
+                r = store_exec(s, schema_v2, err);
                 if (r < 0)
                         goto fail;
         }

@@ -4,12 +4,22 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "app.h"
 #include "proto.h"
 #include "tesserad.h"
 #include "util.h"
 
+/* The request's descriptors and what goes back travel in `io`. */
+struct io {
+        const int *fds_in;
+        size_t n_in;
+        struct outcome *out;
+};
+
 typedef int (*handler_fn)(struct tessera_node *n, const struct caller *who, json_t *req, json_t **ret,
                           struct tessera_error *err);
+typedef int (*io_handler_fn)(struct tessera_node *n, const struct caller *who, json_t *req, struct io *io,
+                             json_t **ret, struct tessera_error *err);
 
 static int need_name(json_t *req, const char **ret, struct tessera_error *err)
 {
@@ -105,13 +115,68 @@ static int op_check(struct tessera_node *n, const struct caller *who, json_t *re
         return node_check(n, who->uid, ret, err);
 }
 
-static const struct {
+static int op_apps(struct tessera_node *n, const struct caller *who, json_t *req, json_t **ret,
+                   struct tessera_error *err)
+{
+        return app_list(n, who->uid, req, ret, err);
+}
+
+static int op_kill(struct tessera_node *n, const struct caller *who, json_t *req, json_t **ret,
+                   struct tessera_error *err)
+{
+        return app_kill(n, who->uid, req, ret, err);
+}
+
+static int op_launch(struct tessera_node *n, const struct caller *who, json_t *req, struct io *io, json_t **ret,
+                     struct tessera_error *err)
+{
+        return app_launch(n, who->uid, req, io->fds_in, io->n_in, ret, err);
+}
+
+static int op_wait(struct tessera_node *n, const struct caller *who, json_t *req, struct io *io, json_t **ret,
+                   struct tessera_error *err)
+{
+        int r = app_wait(n, who->uid, req, ret, &io->out->wait_app, err);
+        return r < 0 ? r : 0;
+}
+
+static int op_logs(struct tessera_node *n, const struct caller *who, json_t *req, struct io *io, json_t **ret,
+                   struct tessera_error *err)
+{
+        return app_logs(n, who->uid, req, ret, io->out->fds, &io->out->n_fds, err);
+}
+
+static int op_console(struct tessera_node *n, const struct caller *who, json_t *req, struct io *io, json_t **ret,
+                      struct tessera_error *err)
+{
+        return app_console(n, who->uid, req, ret, io->out->fds, &io->out->n_fds, err);
+}
+
+static int op_cat(struct tessera_node *n, const struct caller *who, json_t *req, struct io *io, json_t **ret,
+                  struct tessera_error *err)
+{
+        return app_file(n, who->uid, req, false, ret, io->out->fds, &io->out->n_fds, err);
+}
+
+static int op_write(struct tessera_node *n, const struct caller *who, json_t *req, struct io *io, json_t **ret,
+                    struct tessera_error *err)
+{
+        return app_file(n, who->uid, req, true, ret, io->out->fds, &io->out->n_fds, err);
+}
+
+/* Sorted by name for bsearch; `io` handlers take or give descriptors. */
+static const struct op {
         const char *name;
         handler_fn fn;
+        io_handler_fn io_fn;
 } ops[] = {
-        {"assign", op_assign},   {"check", op_check}, {"cpus", op_cpus}, {"create", op_create},
-        {"destroy", op_destroy}, {"devices", op_devices}, {"list", op_list}, {"memory", op_memory},
-        {"node", op_node},       {"ping", op_ping},   {"release", op_release},
+        {"apps", op_apps, NULL},       {"assign", op_assign, NULL},   {"cat", NULL, op_cat},
+        {"check", op_check, NULL},     {"console", NULL, op_console}, {"cpus", op_cpus, NULL},
+        {"create", op_create, NULL},   {"destroy", op_destroy, NULL}, {"devices", op_devices, NULL},
+        {"kill", op_kill, NULL},       {"launch", NULL, op_launch},   {"list", op_list, NULL},
+        {"logs", NULL, op_logs},       {"memory", op_memory, NULL},   {"node", op_node, NULL},
+        {"ping", op_ping, NULL},       {"release", op_release, NULL}, {"wait", NULL, op_wait},
+        {"write", NULL, op_write},
 };
 
 static int op_cmp(const void *key, const void *elem)
@@ -119,28 +184,38 @@ static int op_cmp(const void *key, const void *elem)
         return strcmp(key, *(const char *const *)elem);
 }
 
-json_t *dispatch(struct tessera_node *node, const struct caller *who, json_t *request)
+json_t *dispatch(struct tessera_node *node, const struct caller *who, json_t *request, const int *fds_in,
+                 size_t n_in, struct outcome *out)
 {
         struct tessera_error err = {0};
         json_t *result = NULL;
         json_t *v = json_object_get(request, "version");
         const char *op = json_string_value(json_object_get(request, "op"));
+        struct io io = {.fds_in = fds_in, .n_in = n_in, .out = out};
         int r;
         if (!json_is_integer(v) || json_integer_value(v) != TESSERA_PROTO_VERSION) {
                 r = tessera_error_set(&err, EPROTO, "protocol version %d is required", TESSERA_PROTO_VERSION);
         } else if (!op) {
                 r = tessera_error_set(&err, EINVAL, "op: a string is required");
         } else {
-                const void *found = bsearch(op, ops, ELEMENTSOF(ops), sizeof(ops[0]), op_cmp);
+                const struct op *found = bsearch(op, ops, ELEMENTSOF(ops), sizeof(ops[0]), op_cmp);
                 if (!found)
                         r = tessera_error_set(&err, EOPNOTSUPP, "unknown op '%.64s'", op);
+                else if (found->io_fn)
+                        r = found->io_fn(node, who, request, &io, &result, &err);
                 else
-                        r = ((const __typeof__(ops[0]) *)found)->fn(node, who, request, &result, &err);
+                        r = found->fn(node, who, request, &result, &err);
         }
         if (r < 0) {
+                for (size_t i = 0; i < out->n_fds; i++)
+                        close(out->fds[i]);
+                out->n_fds = 0;
+                out->wait_app = 0;
                 if (!err.code)
                         tessera_error_set(&err, -r, "%s failed: %s", op ? op : "request", strerror(-r));
                 return proto_reply_error(&err);
         }
+        if (out->wait_app > 0)
+                return NULL;
         return proto_reply_ok(result);
 }

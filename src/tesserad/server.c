@@ -18,23 +18,32 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 
+#include "app.h"
 #include "proto.h"
 #include "tesserad.h"
 #include "util.h"
 
 #define MAX_CLIENTS 1024
 
-enum tag_kind { TAG_LISTEN, TAG_SIGNAL, TAG_CLIENT, TAG_PIDFD };
+enum tag_kind { TAG_LISTEN, TAG_SIGNAL, TAG_CLIENT, TAG_PIDFD, TAG_APP };
 
 /* epoll's data word: the kind in the top bits, an fd or an enclave id below. */
 #define TAG(kind, v) (((uint64_t)(kind) << 56) | ((uint64_t)(v) & ((1ULL << 56) - 1)))
 #define TAG_KIND(t) ((enum tag_kind)((t) >> 56))
 #define TAG_VALUE(t) ((int64_t)((t) & ((1ULL << 56) - 1)))
 
+/* A client whose `wait` is answered when its application ends. */
+struct waiter {
+        int fd;
+        int64_t app;
+};
+
 struct server {
         int epfd;
         struct tessera_node *node;
         size_t n_clients;
+        struct waiter *waiters;
+        size_t n_waiters, cap_waiters;
 };
 
 static void log_lines(const char *what, json_t *log)
@@ -45,12 +54,14 @@ static void log_lines(const char *what, json_t *log)
         json_array_clear(log);
 }
 
-static void watcher_add(void *ctx, int pidfd, int64_t id)
+static void watcher_add(void *ctx, int pidfd, enum watch_kind kind, int64_t id)
 {
         struct server *s = ctx;
-        struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG(TAG_PIDFD, id)};
+        struct epoll_event ev = {.events = EPOLLIN,
+                                 .data.u64 = TAG(kind == WATCH_APP ? TAG_APP : TAG_PIDFD, id)};
         if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, pidfd, &ev) < 0)
-                fprintf(stderr, "tesserad: cannot watch supervisor of enclave %lld: %m\n", (long long)id);
+                fprintf(stderr, "tesserad: cannot watch %s %lld: %m\n", kind == WATCH_APP ? "application" : "enclave",
+                        (long long)id);
 }
 
 static void watcher_remove(void *ctx, int pidfd)
@@ -138,9 +149,52 @@ static void accept_client(struct server *s, int lfd)
 
 static void drop_client(struct server *s, int fd)
 {
+        for (size_t i = 0; i < s->n_waiters;)
+                if (s->waiters[i].fd == fd)
+                        s->waiters[i] = s->waiters[--s->n_waiters];
+                else
+                        i++;
         (void)epoll_ctl(s->epfd, EPOLL_CTL_DEL, fd, NULL);
         close(fd);
         s->n_clients--;
+}
+
+static int add_waiter(struct server *s, int fd, int64_t app)
+{
+        if (s->n_waiters == s->cap_waiters) {
+                size_t cap = s->cap_waiters ? s->cap_waiters * 2 : 16;
+                struct waiter *w = realloc(s->waiters, cap * sizeof(*w));
+                if (!w)
+                        return -ENOMEM;
+                s->waiters = w;
+                s->cap_waiters = cap;
+        }
+        s->waiters[s->n_waiters++] = (struct waiter){.fd = fd, .app = app};
+        return 0;
+}
+
+/* The application ended: every client waiting for it gets its record. */
+static void answer_waiters(struct server *s, int64_t app)
+{
+        json_t *now = app_json_by_id(s->node, app, NULL);
+        bool running = now && STREQ(json_string_value(json_object_get(now, "state")), "running");
+        json_decref(now);
+        if (running)
+                return; /* the supervisor has not reaped it yet: its pidfd will fire again */
+        for (size_t i = 0; i < s->n_waiters;) {
+                if (s->waiters[i].app != app) {
+                        i++;
+                        continue;
+                }
+                int fd = s->waiters[i].fd;
+                s->waiters[i] = s->waiters[--s->n_waiters];
+                struct tessera_error err = {0};
+                json_t *o = app_json_by_id(s->node, app, &err);
+                json_t *reply = o ? proto_reply_ok(o) : proto_reply_error(&err);
+                if (proto_send(fd, reply, NULL, 0, NULL) < 0)
+                        drop_client(s, fd);
+                json_decref(reply);
+        }
 }
 
 static void serve_client(struct server *s, int fd)
@@ -153,7 +207,11 @@ static void serve_client(struct server *s, int fd)
         }
         struct tessera_error err = {0};
         json_t *req = NULL;
-        if (proto_recv(fd, &req, NULL, NULL, &err) < 0) {
+        int fds_in[PROTO_MAX_FDS];
+        size_t n_in = PROTO_MAX_FDS;
+        if (proto_recv(fd, &req, fds_in, &n_in, &err) < 0) {
+                for (size_t i = 0; i < n_in; i++)
+                        close(fds_in[i]);
                 if (err.code != ECONNRESET) {
                         json_t *reply = proto_reply_error(&err);
                         (void)proto_send(fd, reply, NULL, 0, NULL);
@@ -163,10 +221,21 @@ static void serve_client(struct server *s, int fd)
                 return;
         }
         struct caller who = {.pid = cred.pid, .uid = cred.uid, .gid = cred.gid};
-        json_t *reply = dispatch(s->node, &who, req);
+        struct outcome out = {0};
+        json_t *reply = dispatch(s->node, &who, req, fds_in, n_in, &out);
         json_decref(req);
-        if (!reply || proto_send(fd, reply, NULL, 0, NULL) < 0)
+        /* the client's descriptors were only lent to the request */
+        for (size_t i = 0; i < n_in; i++)
+                close(fds_in[i]);
+        if (!reply && out.wait_app > 0) {
+                if (add_waiter(s, fd, out.wait_app) < 0)
+                        drop_client(s, fd);
+                return;
+        }
+        if (!reply || proto_send(fd, reply, out.fds, out.n_fds, NULL) < 0)
                 drop_client(s, fd);
+        for (size_t i = 0; i < out.n_fds; i++)
+                close(out.fds[i]);
         json_decref(reply);
 }
 
@@ -238,6 +307,14 @@ int serve(const struct tessera_config *cfg)
                                 else
                                         drop_client(&s, (int)TAG_VALUE(tag));
                                 break;
+                        case TAG_APP: {
+                                struct tessera_error aerr = {0};
+                                if (app_exited(s.node, TAG_VALUE(tag), log, &aerr) < 0)
+                                        fprintf(stderr, "tesserad: %s\n", aerr.msg);
+                                log_lines("application", log);
+                                answer_waiters(&s, TAG_VALUE(tag));
+                                break;
+                        }
                         case TAG_PIDFD: {
                                 struct tessera_error perr = {0};
                                 if (enclave_supervisor_exited(s.node, TAG_VALUE(tag), log, &perr) < 0)
@@ -253,6 +330,7 @@ int serve(const struct tessera_config *cfg)
         (void)unlink(cfg->socket);
         node_close(s.node);
         json_decref(log);
+        free(s.waiters);
         close(s.epfd);
         return 0;
 }

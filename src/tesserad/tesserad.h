@@ -8,14 +8,24 @@
 #include "config.h"
 #include "enclave.h"
 
+#define MAX_REPLY_FDS 4
+
 struct caller {
         pid_t pid;
         uid_t uid;
         gid_t gid;
 };
 
-/* Runs one request; always returns a reply (ok or error). */
-json_t *dispatch(struct tessera_node *node, const struct caller *who, json_t *request);
+/* What a request hands back besides its reply. */
+struct outcome {
+        int fds[MAX_REPLY_FDS]; /* descriptors for the client, owned until sent */
+        size_t n_fds;
+        int64_t wait_app;       /* > 0: no reply now; answer when this application ends */
+};
+
+/* Runs one request; returns the reply, or NULL when it is deferred (out->wait_app). */
+json_t *dispatch(struct tessera_node *node, const struct caller *who, json_t *request, const int *fds_in,
+                 size_t n_in, struct outcome *out);
 
 /* The socket loop: returns when SIGTERM or SIGINT arrives; enclaves keep running. */
 int serve(const struct tessera_config *cfg);
