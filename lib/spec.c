@@ -1110,9 +1110,10 @@ static bool yaml_printable(uint32_t c)
 }
 
 /*
- * YAML text must be printable Unicode, and this reads only UTF-8.  Checked before libfyaml
- * sees it: libfyaml 0.7.12 loops forever on some invalid bytes (a directive such as "%\xf9")
- * and frees memory twice on some NUL bytes ("? a: \t\0[[]]").
+ * YAML text must be printable Unicode, and this reads only UTF-8 without tabs.  Checked
+ * before libfyaml sees it, because libfyaml 0.7.12 loops forever on some invalid bytes
+ * (a directive such as "%\xf9") and frees memory twice on some tabs ("? a:\t?") and NUL
+ * bytes.  Tabs are also what YAML forbids for indentation, so spaces are the rule here.
  */
 static int check_text(const char *text, size_t len, const char *file, struct tessera_error *err)
 {
@@ -1124,12 +1125,17 @@ static int check_text(const char *text, size_t len, const char *file, struct tes
                         return tessera_error_set(err, EILSEQ, "%s:%d:%d: not valid UTF-8 (save the file as UTF-8)",
                                                  file, line, column);
                 uint32_t c = utf8_decode(s + i, n);
+                if (c == '\t')
+                        return tessera_error_set(err, EINVAL,
+                                                 "%s:%d:%d: a tab character (indent and separate with spaces; in a "
+                                                 "double-quoted string write \\t)",
+                                                 file, line, column);
                 if (!yaml_printable(c))
                         return tessera_error_set(err, EILSEQ,
-                                                 "%s:%d:%d: control character U+%04X (YAML allows only tab and line "
-                                                 "breaks; use an escape such as \"\\t\" in a double-quoted string)",
+                                                 "%s:%d:%d: control character U+%04X (YAML allows only line breaks; "
+                                                 "in a double-quoted string use an escape such as \\n)",
                                                  file, line, column, (unsigned)c);
-                if (s[i] == '\n')
+                if (c == '\n')
                         line++, column = 1;
                 else
                         column++;
