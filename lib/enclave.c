@@ -242,6 +242,7 @@ static int apply_limits(struct tessera_node *n, struct enclave *e, struct tesser
                 .memory_bytes = (uint64_t)blocks * n->host.block_size,
                 .pids_max = e->spec.pids_max,
                 .exclusive_cpus = n->exclusive_cpus,
+                .hugetlb_bytes = e->spec.hugepages ? (uint64_t)blocks * n->host.block_size : 0,
         };
         r = cgroup_enclave_apply(n->cg, e->rec.name, &lim, err);
 out:
@@ -827,6 +828,85 @@ void node_close(struct tessera_node *n)
         free(n);
 }
 
+/* ---- huge pages ---- */
+
+#define HUGEPAGE_SIZE (2ULL << 20)
+
+static void hugepage_path(unsigned numa, char *buf, size_t n)
+{
+        snprintf(buf, n, "/sys/devices/system/node/node%u/hugepages/hugepages-2048kB/nr_hugepages", numa);
+}
+
+/*
+ * The 2 MiB pool of each NUMA node is what the node had before tesserad
+ * touched it (kept in the store) plus the blocks of every enclave whose spec
+ * asks for huge pages.  Written whole each time, so a crash between a change
+ * and its commit is mended by the next call (reconcile makes one).  Raising
+ * the pool can fail when memory is too fragmented: then nothing changes.
+ */
+static int hugepages_apply(struct tessera_node *n, struct tessera_error *err)
+{
+        static const char sql[] = "SELECT b.numa, COUNT(*) FROM blocks b JOIN enclaves e ON b.enclave_id = e.id "
+                                  "WHERE json_extract(e.spec, '$.hugepages') = 1 GROUP BY b.numa";
+        if (!n->cg)
+                return 0;
+        uint64_t want_blocks[1024] = {0};
+        sqlite3_stmt *st = store_stmt(n->store, sql, err);
+        if (!st)
+                return -EIO;
+        bool any = false;
+        while (sqlite3_step(st) == SQLITE_ROW) {
+                int node = sqlite3_column_int(st, 0);
+                if (node >= 0 && node < 1024) {
+                        want_blocks[node] = (uint64_t)sqlite3_column_int64(st, 1);
+                        any = true;
+                }
+        }
+        sqlite3_reset(st);
+        for (size_t i = 0; i < n->topo->n_numa; i++) {
+                unsigned node = n->topo->numa[i].os_index;
+                char key[64], buf[32], path[128];
+                snprintf(key, sizeof(key), "hugepages_baseline_node%u", node);
+                hugepage_path(node, path, sizeof(path));
+                const char *base_s = store_meta_get(n->store, key, buf, sizeof(buf));
+                if (!base_s && !any)
+                        continue; /* never touched: leave the host's pool alone */
+                char now_s[32];
+                if (read_file_at(AT_FDCWD, path, now_s, sizeof(now_s), err) < 0)
+                        return tessera_error_prefix(err, -EOPNOTSUPP, "huge pages on NUMA node %u", node);
+                uint64_t base = 0, now = 0;
+                (void)parse_uint64(now_s, UINT64_MAX, &now);
+                if (base_s)
+                        (void)parse_uint64(base_s, UINT64_MAX, &base);
+                else {
+                        base = now;
+                        int r = store_meta_set(n->store, key, now_s, err);
+                        if (r < 0)
+                                return r;
+                }
+                uint64_t want = base + want_blocks[node < 1024 ? node : 0] * (n->host.block_size / HUGEPAGE_SIZE);
+                if (want == now)
+                        continue;
+                char v[32];
+                snprintf(v, sizeof(v), "%llu", (unsigned long long)want);
+                int r = write_file_at(AT_FDCWD, path, v, err);
+                if (r < 0)
+                        return r;
+                uint64_t got = 0;
+                if (read_file_at(AT_FDCWD, path, now_s, sizeof(now_s), NULL) >= 0)
+                        (void)parse_uint64(now_s, UINT64_MAX, &got);
+                if (got < want) {
+                        snprintf(v, sizeof(v), "%llu", (unsigned long long)now);
+                        (void)write_file_at(AT_FDCWD, path, v, NULL);
+                        return tessera_error_field(err, ENOMEM, "hugepages",
+                                                   "hugepages: NUMA node %u gave %llu of %llu huge pages (its memory "
+                                                   "is too fragmented or in use)",
+                                                   node, (unsigned long long)got, (unsigned long long)want);
+                }
+        }
+        return 0;
+}
+
 /* ---- create ---- */
 
 static int reserve_resources(struct tessera_node *n, struct enclave *e, struct tessera_error *err)
@@ -854,6 +934,8 @@ static int reserve_resources(struct tessera_node *n, struct enclave *e, struct t
         return 0;
 }
 
+static int hugepages_apply(struct tessera_node *n, struct tessera_error *err);
+
 /* Removes the record and its resources; the kernel side must already be gone. */
 static int forget_enclave(struct tessera_node *n, int64_t id, struct tessera_error *err)
 {
@@ -864,14 +946,19 @@ static int forget_enclave(struct tessera_node *n, int64_t id, struct tessera_err
         if (r == 0)
                 r = ledger_enclave_delete(n->store, id, err);
         if (r == 0)
-                return store_commit(n->store, err);
-        store_rollback(n->store);
+                r = store_commit(n->store, err);
+        else
+                store_rollback(n->store);
+        if (r == 0)
+                (void)hugepages_apply(n, NULL); /* its huge pages go back to the host */
         return r;
 }
 
 static int create_kernel(struct tessera_node *n, struct enclave *e, int *ret_pidfd, struct tessera_error *err)
 {
-        int r = cgroup_enclave_create(n->cg, e->rec.name, err);
+        int r = e->spec.hugepages ? hugepages_apply(n, err) : 0;
+        if (r == 0)
+                r = cgroup_enclave_create(n->cg, e->rec.name, err);
         if (r == 0)
                 r = apply_limits(n, e, err);
         if (r == 0)
@@ -1273,7 +1360,10 @@ int enclave_change(struct tessera_node *n, uid_t caller, json_t *args, bool rele
                         goto rollback;
                 moved = true;
         }
-        r = apply_limits(n, &e, err);
+        if (c.memory && e.spec.hugepages)
+                r = hugepages_apply(n, err);
+        if (r == 0)
+                r = apply_limits(n, &e, err);
         if (r == 0 && c.device)
                 r = apply_devices(n, &e, err);
         if (r == 0 && n->cg && c.device && dev_kind && release)
@@ -1296,6 +1386,8 @@ undo:
                         (void)place_device(n, &e, c.device, dev_kind, false, &undo_err);
                 (void)apply_limits(n, &e, &undo_err);
                 (void)apply_devices(n, &e, &undo_err);
+                if (c.memory && e.spec.hugepages)
+                        (void)hugepages_apply(n, &undo_err);
         }
         return r;
 rollback:
@@ -1392,6 +1484,8 @@ static int handle_failure(struct tessera_node *n, struct enclave *e, const char 
                 r = store_commit(n->store, err);
         else
                 store_rollback(n->store);
+        if (r == 0 && e->spec.hugepages && e->spec.on_failure != ON_FAILURE_KEEP)
+                (void)hugepages_apply(n, NULL);
         return r;
 }
 
@@ -1599,6 +1693,11 @@ int node_reconcile(struct tessera_node *n, json_t *log, struct tessera_error *er
                         free(groups[g]);
                 }
                 free(groups);
+        }
+        if (n->cg) {
+                struct tessera_error herr = {0};
+                if (hugepages_apply(n, &herr) < 0)
+                        json_array_append_new(log, json_sprintf("huge pages: %s", herr.msg));
         }
         /* sockets of supervisors nobody records */
         DIR *d = opendir(n->run_dir);

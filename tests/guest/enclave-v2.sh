@@ -360,5 +360,21 @@ check_eq "the root group has the whole pool back" 1-3 "$(cg_read "" cpuset.cpus.
 check_eq "tessera check after destroy" ok "$(tessera check 2>&1)"
 check_eq "tessera list is empty" "" "$(enclave_names)"
 
+# ---- huge pages: the node's 2 MiB pool grows by the enclave's blocks and shrinks back ----
+
+POOL=/sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages
+if [ -w "$POOL" ]; then
+        before=$(cat "$POOL")
+        check "create 'h' with huge pages (64M)" tessera create --name h --cpus 1 --memory 64M --hugepages
+        check_eq "node 0's pool grew by 32 pages" $((before + 32)) "$(cat "$POOL")"
+        check_eq "hugetlb.2MB.max of 'h' is its memory" 67108864 "$(cg_read h hugetlb.2MB.max)"
+        check "assign 32M more to 'h'" tessera assign h --memory 32M
+        check_eq "the pool follows (48 pages)" $((before + 48)) "$(cat "$POOL")"
+        check "destroy 'h'" tessera destroy h
+        check_eq "the pool is back to what it was" "$before" "$(cat "$POOL")"
+else
+        ok 0 "# SKIP no writable 2 MiB pool on node 0"
+fi
+
 echo "1..$N"
 [ "$FAILED" -eq 0 ]
