@@ -63,6 +63,18 @@ check_eq "'a' holds 128 MiB" 134217728 "$(enclave_field a memory)"
 check_fails "releasing more than it has is refused" "the enclave has" tessera release a --memory 1G
 check "the ledger agrees with the kernel" tessera check
 
+# the Hobbes shell's names
+check "list_enclaves lists 'a'" bash -c "tessera list_enclaves | grep -q '^a '"
+check "assign_cpus a 1 adds a core" tessera assign_cpus a 1
+check_eq "'a' has two cores" "[0, 1]" "$(enclave_field a cpus)"
+check "release the core again" tessera release a --cpus 1
+check "assign_memory a 128M" tessera assign_memory a 128M
+check_eq "'a' holds 256 MiB" 268435456 "$(enclave_field a memory)"
+check "list_cpus and list_memory answer" bash -c "tessera list_cpus >/dev/null && tessera list_memory >/dev/null && tessera list_pci >/dev/null"
+check "ping_enclave a" tessera ping_enclave a
+check "create_enclave and destroy_enclave" bash -c "tessera release a --memory 128M >/dev/null && tessera destroy a && tessera create_enclave --name a --cpus 1 --memory 128M >/dev/null"
+sup=$(enclave_field a supervisor_pid)
+
 check "destroy 'a'" tessera destroy a
 check "the supervisor of 'a' is gone" bash -c "! kill -0 $sup 2>/dev/null"
 check_eq "no cgroup is left under the root" "" "$(cgroup_dirs)"

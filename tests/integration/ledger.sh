@@ -44,6 +44,20 @@ stop_daemon
 start_daemon --topology "$XML" --host-cpus 0-3 --host-memory 4G; ok $? "and comes back"
 check_eq "with all 252 enclaves" 252 "$(tessera --json list | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')"
 stop_daemon
+cat >"$T/tesserad.yaml" <<YAML
+topology: $XML
+host_cpus: "0-3"
+host_memory: 4G
+YAML
+"$TESSERAD_BIN" --config "$T/tesserad.yaml" --state-dir "$T/state" --socket "$TESSERA_SOCKET" >>"$T/tesserad.log" 2>&1 &
+DAEMON_PID=$!
+for _ in $(seq 100); do tessera node >/dev/null 2>&1 && break; sleep 0.05; done
+check_eq "a config file gives the same node (252 enclaves, 4 host cores)" "252 4" \
+        "$(tessera --json node | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["enclaves"]["total"], d["cpus"]["host"])')"
+stop_daemon
+printf 'host_cpus: "0-3"\nblock_size: 100M\n' >"$T/bad.yaml"
+check_fails "a bad config names file, line, column and key" "bad.yaml:2:13: block_size" \
+        "$TESSERAD_BIN" --config "$T/bad.yaml" --state-dir "$T/state3" --socket "$T/x.sock"
 check_fails "a changed block size is refused while enclaves hold blocks" "block_size" \
         timeout 20 "$TESSERAD_BIN" --state-dir "$T/state" --socket "$TESSERA_SOCKET" --topology "$XML" \
         --host-cpus 0-3 --host-memory 4G --block-size 256M
