@@ -21,6 +21,7 @@
 #include "config.h"
 #include "enclave.h"
 #include "fault.h"
+#include "image.h"
 #include "ledger.h"
 #include "netdev.h"
 #include "node.h"
@@ -179,13 +180,13 @@ static json_t *enclave_json(struct tessera_node *n, struct enclave *e, struct te
                 json_array_append_new(ns, json_string("user"));
         char owner[64];
         owner_name(e->rec.owner_uid, owner, sizeof(owner));
-        o = json_pack("{s:s, s:s, s:s, s:s, s:i, s:o, s:I, s:i, s:o, s:o, s:I, s:o, s:s?, s:s, s:i, s:s?, s:I, "
+        o = json_pack("{s:s, s:s, s:s, s:s, s:i, s:o, s:I, s:i, s:o, s:o, s:I, s:o, s:o, s:s, s:i, s:s?, s:I, "
                       "s:i, s:b}",
                       "name", e->rec.name, "type", e->rec.type, "state", e->rec.state, "owner", owner, "owner_uid",
                       (int)e->rec.owner_uid, "cpus", bitmap_json(cpus), "memory",
                       (json_int_t)((uint64_t)blocks * n->host.block_size), "blocks", (int)blocks, "numa",
                       bitmap_json(nodes), "devices", dev_ids, "pids_max", (json_int_t)e->spec.pids_max,
-                      "namespaces", ns, "root", e->spec.root, "on_failure",
+                      "namespaces", ns, "root", e->spec.root ? image_ref_to_json(e->spec.root) : json_null(), "on_failure",
                       spec_on_failure_name(e->spec.on_failure), "supervisor_pid", (int)e->rec.supervisor_pid,
                       "cause", e->rec.cause[0] ? e->rec.cause : NULL, "created", (json_int_t)e->rec.created,
                       "restarts", e->rec.restarts, "hugepages", e->spec.hugepages);
@@ -463,7 +464,7 @@ static int start_supervisor(struct tessera_node *n, struct enclave *e, struct te
         struct sandbox_config sc = {
                 .enclave = e->rec.name,
                 .hostname = e->spec.hostname[0] ? e->spec.hostname : e->rec.name,
-                .root = e->spec.root,
+                .root = e->spec.root ? e->root_path : NULL,
                 .new_net = e->spec.namespaces & SPEC_NS_NET,
                 .new_user = e->spec.namespaces & SPEC_NS_USER,
                 .map_uid = e->rec.owner_uid,
@@ -936,6 +937,21 @@ static int reserve_resources(struct tessera_node *n, struct enclave *e, struct t
 
 static int hugepages_apply(struct tessera_node *n, struct tessera_error *err);
 
+/* The enclave's root image goes when the enclave is forgotten (a kept overlay stays, and the log says where). */
+static void release_root(struct tessera_node *n, struct enclave *e, json_t *log)
+{
+        if (!e->spec.root || !n->cg)
+                return;
+        struct tessera_error ierr = {0};
+        int r = image_release(e->spec.root, n->cfg.state_dir, e->rec.name, &ierr);
+        char where[PATH_MAX];
+        if (r == 1 && log && image_roots_path(n->cfg.state_dir, e->rec.name, where, sizeof(where), NULL) == 0)
+                json_array_append_new(log, json_sprintf("enclave '%s': its root overlay is kept in `%s`",
+                                                        e->rec.name, where));
+        else if (r < 0 && log)
+                json_array_append_new(log, json_sprintf("enclave '%s': %s", e->rec.name, ierr.msg));
+}
+
 /* Removes the record and its resources; the kernel side must already be gone. */
 static int forget_enclave(struct tessera_node *n, int64_t id, struct tessera_error *err)
 {
@@ -966,6 +982,13 @@ static int create_kernel(struct tessera_node *n, struct enclave *e, int *ret_pid
         if (r < 0)
                 goto fail;
         fault_point("create:cgroup");
+        /* the root stays mounted across supervisor restarts; only forgetting the enclave releases it */
+        if (e->spec.root) {
+                r = image_prepare(e->spec.root, n->cfg.state_dir, e->rec.name, e->root_path, sizeof(e->root_path),
+                                  err);
+                if (r < 0)
+                        goto fail;
+        }
         int pidfd = start_supervisor(n, e, err);
         if (pidfd < 0) {
                 r = pidfd;
@@ -1004,6 +1027,13 @@ int enclave_create(struct tessera_node *n, uid_t caller, json_t *spec_json, json
                 return r;
         if (e.spec.type == SPEC_VM)
                 return tessera_error_field(err, EOPNOTSUPP, "type", "type: vm enclaves are not available yet");
+        if (e.spec.root && !node_ledger_only(n)) {
+                /* a missing or malformed image fails here, before anything is reserved */
+                struct image_ref resolved;
+                r = image_ref_resolve(e.spec.root, &resolved, err);
+                if (r < 0)
+                        return tessera_error_field(err, -r, "root", "root: %s", strdupa(err->msg));
+        }
         uid_t owner = 0;
         if (e.spec.owner[0]) {
                 r = resolve_owner(e.spec.owner, &owner, err);
@@ -1039,6 +1069,7 @@ int enclave_create(struct tessera_node *n, uid_t caller, json_t *spec_json, json
         if (n->cg) {
                 r = create_kernel(n, &e, &pidfd, err);
                 if (r < 0) {
+                        release_root(n, &e, NULL);
                         (void)forget_enclave(n, e.rec.id, NULL);
                         return r;
                 }
@@ -1060,6 +1091,7 @@ int enclave_create(struct tessera_node *n, uid_t caller, json_t *spec_json, json
                         (void)teardown_kernel(n, &e, pidfd, &undo);
                 if (pidfd >= 0)
                         close(pidfd);
+                release_root(n, &e, NULL);
                 (void)forget_enclave(n, e.rec.id, NULL);
                 return r;
         }
@@ -1101,6 +1133,7 @@ static int destroy_loaded(struct tessera_node *n, struct enclave *e, struct tess
                 fault_point("destroy:killed");
         }
         watch_remove(n, e->rec.id);
+        release_root(n, e, NULL);
         return forget_enclave(n, e->rec.id, err);
 }
 
@@ -1611,6 +1644,7 @@ static int reconcile_one(struct tessera_node *n, struct enclave *e, json_t *log,
                         if (r < 0)
                                 return r;
                 }
+                release_root(n, e, log);
                 int r = forget_enclave(n, e->rec.id, err);
                 if (r == 0)
                         json_array_append_new(log, json_sprintf("rolled back half-created enclave '%s'", e->rec.name));

@@ -42,6 +42,7 @@ struct tessera_node {
 struct enclave {
         struct enclave_record rec;
         struct tessera_spec spec;
+        char root_path[PATH_MAX]; /* where its root image is mounted, once prepared */
 };
 
 static inline void enclave_done(struct enclave *e)

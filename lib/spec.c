@@ -507,27 +507,19 @@ static int set_namespaces(struct tessera_spec *s, json_t *v, int *ret_item, stru
         return 0;
 }
 
+/* A directory, an image file, or an object naming the image's kind (lib/image.h). */
 static int set_root(struct tessera_spec *s, json_t *v, int *ret_item, struct tessera_error *err)
 {
-        char q[QUOTE_MAX + 4];
-        const char *path;
-        int r = get_string(v, "a path", "use an absolute path such as /srv/sim", &path, err);
-        if (r < 0)
-                return r;
-        if (path[0] != '/')
-                return tessera_error_set(err, EINVAL, "\"%s\" is not an absolute path (use e.g. /srv/sim)",
-                                         quote(path, q));
-        if (has_dotdot(path))
-                return tessera_error_set(err, EINVAL, "\"%s\" has a \"..\" component (use a path without \"..\")",
-                                         quote(path, q));
-        if (strlen(path) >= PATH_MAX)
-                return tessera_error_set(err, ENAMETOOLONG, "the path is too long (at most %d characters)",
-                                         PATH_MAX - 1);
-        char *copy = strdup(path);
-        if (!copy)
+        struct image_ref *ref = calloc(1, sizeof(*ref));
+        if (!ref)
                 return tessera_error_set(err, ENOMEM, "out of memory");
+        int r = image_ref_from_json(v, ref, err);
+        if (r < 0) {
+                free(ref);
+                return r;
+        }
         free(s->root);
-        s->root = copy;
+        s->root = ref;
         return 0;
 }
 
@@ -1659,7 +1651,7 @@ json_t *spec_to_json(const struct tessera_spec *s)
         if (s->namespaces)
                 bad |= json_object_set_new(o, "namespaces", namespaces_to_json(s->namespaces));
         if (s->root)
-                bad |= json_object_set_new(o, "root", json_string(s->root));
+                bad |= json_object_set_new(o, "root", image_ref_to_json(s->root));
         if (s->hostname[0])
                 bad |= json_object_set_new(o, "hostname", json_string(s->hostname));
         bad |= json_object_set_new(o, "on_failure", json_string(spec_on_failure_name(s->on_failure)));

@@ -13,7 +13,7 @@
  *   devices: [veth0, 0000:00:04.0, /dev/loop3]
  *   pids: 1024              # pids.max
  *   namespaces: [net, user] # added to the ones always made: mount pid ipc uts cgroup
- *   root: /srv/sim          # a directory (default: the host's /, read-only bind where asked)
+ *   root: /srv/sim          # a directory, a squashfs file, or {squashfs|oci|bundle|dir: PATH, tag, overlay}
  *   hostname: sim
  *   on_failure: keep        # keep | reclaim | restart
  *   owner: alice            # root only
@@ -26,6 +26,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "image.h"
 #include "tessera/tessera.h"
 
 #define SPEC_MAX_DEVICES 64
@@ -51,7 +52,7 @@ struct tessera_spec {
         size_t n_devices;
         uint64_t pids_max;       /* 0: no limit */
         unsigned namespaces;     /* SPEC_NS_* */
-        char *root;              /* NULL: share the host's root filesystem */
+        struct image_ref *root;  /* NULL: share the host's root filesystem */
         char hostname[64];       /* default: the name */
         enum spec_on_failure on_failure;
         char owner[64];          /* "" unless given */

@@ -5,7 +5,7 @@ pkgs=(
         meson ninja-build pkg-config gcc libc6-dev
         libhwloc-dev hwloc-nox libsqlite3-dev libjansson-dev libfyaml-dev libseccomp-dev
         iproute2 util-linux procps python3 psmisc
-        cgroup-tools crun busybox-static
+        cgroup-tools crun busybox-static squashfs-tools umoci
         qemu-system-x86 cpio xz-utils
 )
 missing=()

@@ -33,7 +33,7 @@ static const struct option_help create_options[] = {
         {"-d, --device ID", "a device; repeat for more (replaces the file's devices)"},
         {"    --pids N", "at most N processes"},
         {"    --namespaces LIST", "more namespaces: net, user (\"net,user\")"},
-        {"    --root DIR", "root directory (default: the host's)"},
+        {"    --root PATH", "root: a directory, a squashfs image, an OCI layout or bundle (default: the host's)"},
         {"    --hostname NAME", "host name inside (default: the enclave's name)"},
         {"    --on-failure ACTION", "keep, reclaim or restart"},
         {"    --owner USER", "give the enclave to USER"},
@@ -50,11 +50,16 @@ static const struct option_help common_options[] = {
 
 /* Sorted by name: `tessera help` lists them in this order. */
 static const struct command commands[] = {
+        {"apps", {{"list_apps"}}, cmd_apps, "[NAME]", "list the applications (of one enclave)", NULL},
         {"assign", {{"assign_cpus", "cpus", "NAME N|LIST"}, {"assign_memory", "memory", "NAME SIZE[@NUMA]"},
                     {"assign_pci", "device", "NAME ID"}},
          cmd_assign, "NAME [--cpus N|LIST] [--memory SIZE[@NUMA]] [--device ID]",
          "give an enclave more cores, memory or a device", change_options},
+        {"cat", {{"cat_file"}}, cmd_cat, "NAME PATH [--max SIZE]", "print a file from inside an enclave",
+         file_options},
         {"check", {{0}}, cmd_check, "", "check the ledger against the kernel (root only)", NULL},
+        {"console", {{0}}, cmd_console, "NAME", "attach to an enclave's console (Ctrl-] three times detaches)",
+         NULL},
         {"cpus", {{"list_cpus"}}, cmd_cpus, "", "list the cores and who owns each", NULL},
         {"create", {{"create_enclave"}}, cmd_create, "[FILE.yaml] [--name NAME --cpus N|LIST --memory SIZE ...]",
          "create an enclave from a spec file and/or flags (flags override the file)", create_options},
@@ -62,7 +67,13 @@ static const struct command commands[] = {
          NULL},
         {"devices", {{"list_pci"}}, cmd_devices, "", "list the devices and who owns each", NULL},
         {"help", {{0}}, cmd_help, "[COMMAND]", "show the commands, or one command's options", NULL},
+        {"kill", {{0}}, cmd_kill, "NAME APP [--signal SIG]", "send an application a signal (default TERM)",
+         kill_options},
+        {"launch", {{"launch_app"}}, cmd_launch,
+         "NAME [--name APP] [--cpus LIST] [--env K=V]... [--cwd DIR] [--user U] [--wait] [--tty] [--] CMD [ARGS...]",
+         "start an application in an enclave", launch_options},
         {"list", {{"list_enclaves"}}, cmd_list, "", "list the enclaves", NULL},
+        {"logs", {{0}}, cmd_logs, "NAME APP [--follow]", "print an application's output", logs_options},
         {"memory", {{"list_memory"}}, cmd_memory, "", "list the memory blocks of each NUMA node and their owners",
          NULL},
         {"node", {{0}}, cmd_node, "", "summarize this node: cores, memory, NUMA, enclaves, daemon", NULL},
@@ -70,6 +81,9 @@ static const struct command commands[] = {
         {"release", {{"remove_pci", "device", "NAME ID"}}, cmd_release,
          "NAME [--cpus N|LIST] [--memory SIZE[@NUMA]] [--device ID]",
          "take cores, memory or a device back from an enclave", change_options},
+        {"wait", {{0}}, cmd_wait, "NAME APP", "wait for an application to end and exit with its status", NULL},
+        {"write", {{"cat_into_file"}}, cmd_write, "NAME PATH [--max SIZE] < DATA",
+         "write standard input into a file inside an enclave", file_options},
 };
 
 int cli_fail(const char *fmt, ...)
@@ -183,8 +197,9 @@ static void note_bad_option(struct cli *cli, int argc, char **argv, bool missing
 int cli_getopt(struct cli *cli, int argc, char **argv, const struct option *options)
 {
         struct option all[MAX_COMMAND_OPTIONS + 3];
-        /* ':' first: a missing value comes back as ':' and is told apart from an unknown option. */
-        char shortopts[3 * MAX_COMMAND_OPTIONS + 8] = ":jh";
+        char shortopts[3 * MAX_COMMAND_OPTIONS + 8];
+        /* '+' stops at the first operand; ':' first: a missing value comes back as ':', not '?'. */
+        strcpy(shortopts, cli->options_first ? "+:jh" : ":jh");
         size_t n = 0, len = strlen(shortopts);
         for (; options && options[n].name && n < MAX_COMMAND_OPTIONS; n++) {
                 all[n] = options[n];

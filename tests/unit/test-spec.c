@@ -327,8 +327,8 @@ static const struct json_bad_case json_bad_cases[] = {
         {"{\"namespaces\": \"net\"}", "namespaces: a string (\"net\") where a list of namespaces is expected",
          "namespaces"},
         {"{\"namespaces\": [\"net\", null]}", "namespaces: no value where a namespace is expected", "namespaces"},
-        {"{\"root\": null}", "root: no value where a path is expected", "root"},
-        {"{\"root\": \"/a\\u0000/b\"}", "root: the value contains a NUL byte", "root"},
+        {"{\"root\": null}", "root: must be a path or a mapping", "root"},
+        {"{\"root\": \"/a\\u0000/b\"}", "root: the path contains a NUL byte", "root"},
         {"{\"hostname\": false}", "hostname: a boolean (false) where a host name is expected", "hostname"},
         {"{\"on_failure\": 0}", "on_failure: a number (0) where a policy is expected", "on_failure"},
         {"{\"owner\": -5}", "owner: -5 is out of range", "owner"},
@@ -423,7 +423,7 @@ static void test_flags(void)
         ok(spec_set_field(&s, "numa", "1", &err) == 0 && hwloc_bitmap_isset(s.numa, 1) &&
                    hwloc_bitmap_weight(s.numa) == 1,
            "--numa 1");
-        ok(spec_set_field(&s, "root", "/srv/sim", &err) == 0 && STREQ(s.root, "/srv/sim"), "--root /srv/sim");
+        ok(spec_set_field(&s, "root", "/srv/sim", &err) == 0 && s.root && STREQ(s.root->path, "/srv/sim"), "--root /srv/sim");
         ok(spec_set_field(&s, "hostname", "node-1", &err) == 0 && STREQ(s.hostname, "node-1"), "--hostname");
         ok(spec_set_field(&s, "owner", "1000", &err) == 0 && STREQ(s.owner, "1000"), "--owner 1000");
         ok(spec_set_field(&s, "type", "vm", &err) == 0 && s.type == SPEC_VM, "--type vm");
