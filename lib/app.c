@@ -224,16 +224,28 @@ static pid_t pidfd_host_pid(int pidfd)
         return p ? (pid_t)strtol(p + 5, NULL, 10) : -1;
 }
 
-static int open_log_dir(struct tessera_node *n, const char *enclave, struct tessera_error *err)
+/*
+ * The supervisor writes logs through this directory's descriptor.  In an
+ * enclave with a user namespace it is the owner's uid on the host, so the
+ * directory is the owner's (still 0700, inside tesserad's 0700 state dir).
+ */
+static int open_log_dir(struct tessera_node *n, const struct enclave *e, struct tessera_error *err)
 {
         char dir[PATH_MAX + 80];
-        snprintf(dir, sizeof(dir), "%s/%s", n->log_dir, enclave);
+        snprintf(dir, sizeof(dir), "%s/%s", n->log_dir, e->rec.name);
         int r = mkdir_p(dir, 0700, err);
         if (r < 0)
                 return r;
         int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
         if (fd < 0)
                 return tessera_error_set(err, errno, "cannot open `%s`: %s", dir, strerror(errno));
+        uid_t want = (e->spec.namespaces & SPEC_NS_USER) ? e->rec.owner_uid : 0;
+        if (fchown(fd, want, want) < 0) {
+                int e2 = errno;
+                close(fd);
+                return tessera_error_set(err, e2, "cannot give `%s` to uid %u: %s", dir, (unsigned)want,
+                                         strerror(e2));
+        }
         return fd;
 }
 
@@ -252,14 +264,15 @@ static int launch_in_enclave(struct tessera_node *n, struct enclave *e, const st
 {
         _cleanup_close_ int logdir = -1;
         if (!l->pass_stdio && !l->tty) {
-                logdir = open_log_dir(n, e->rec.name, err);
+                logdir = open_log_dir(n, e, err);
                 if (logdir < 0)
                         return logdir;
         }
-        json_t *req = json_pack("{s:i, s:s, s:s, s:O, s:O, s:s, s:i, s:i, s:[], s:s?, s:s, s:b}", "version",
+        json_t *req = json_pack("{s:i, s:s, s:s, s:O, s:O, s:s, s:i, s:i, s:s?, s:b}", "version",
                                 TESSERA_PROTO_VERSION, "op", "launch", "app", l->app, "argv", l->argv, "env", l->env,
-                                "cwd", l->cwd, "uid", (int)l->uid, "gid", (int)l->gid, "groups", "cpus", l->cpus,
-                                "stdio", l->pass_stdio ? "pass" : "log", "tty", l->tty);
+                                "cwd", l->cwd, "uid", (int)l->uid, "gid", (int)l->gid, "cpus", l->cpus, "tty", l->tty);
+        if (!l->tty) /* a pty is its own stdio */
+                json_object_set_new(req, "stdio", json_string(l->pass_stdio ? "pass" : "log"));
         int fds[APP_MAX_FDS];
         size_t n_fds = APP_MAX_FDS;
         json_t *res = NULL;
@@ -431,9 +444,18 @@ int app_console(struct tessera_node *n, uid_t caller, json_t *req, json_t **ret,
         snprintf(term_env, sizeof(term_env), "TERM=%s", term && strlen(term) < 64 ? term : "xterm");
         json_t *argv = json_pack("[s, s]", "/bin/sh", "-l");
         json_t *env = json_pack("[s, s]", term_env, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-        struct launch l = {.argv = argv, .env = env, .cwd = "/", .tty = true};
+        char name[32];
+        int r = next_app_name(n, name, sizeof(name), err);
+        if (r < 0) {
+                json_decref(argv);
+                json_decref(env);
+                return r;
+        }
+        char console_name[40];
+        snprintf(console_name, sizeof(console_name), "console-%s", name + 1); /* "a17" -> "console-17" */
+        struct launch l = {.app = console_name, .argv = argv, .env = env, .cwd = "/", .tty = true};
         int master = -1;
-        int r = launch_common(n, caller, req, &l, NULL, ret, &master, err);
+        r = launch_common(n, caller, req, &l, NULL, ret, &master, err);
         json_decref(argv);
         json_decref(env);
         if (r < 0)

@@ -7,8 +7,10 @@
  * signalfd and the sockets.  As init it reaps every process that ends up
  * re-parented to it.  It answers only tesserad: a peer outside its pid
  * namespace running as root of the parent user namespace; everything inside
- * the enclave is untrusted.  Requests are dispatched through `ops[]`, so the
- * application operations (launch, apps, kill, wait, logs) slot in as rows.
+ * the enclave is untrusted.  Requests are dispatched through `ops[]`: ping
+ * and shutdown here, the application operations in app.c, `open` in files.c.
+ * The loop also copies the output of "log" applications (log.c) and kills
+ * launched children that are never started.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -18,6 +20,7 @@
 #include <stdarg.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/types.h>
@@ -26,35 +29,18 @@
 #include <unistd.h>
 
 #include "proto.h"
+#include "supervisor.h"
 #include "util.h"
 
-#define LISTEN_FD            3
-#define MAX_CONNECTIONS      32
-#define MAX_CHILDREN         1024
 #define CONNECTION_TIMEOUT_S 2    /* a half-sent request cannot hold the loop longer than this */
 #define SHUTDOWN_GRACE_MS    2000 /* SIGTERM, then SIGKILL */
 #define SHUTDOWN_CHECK_MS    20
-
-struct child {
-        pid_t pid;
-};
-
-struct supervisor {
-        const char *enclave;
-        int signal_fd;
-        uint64_t started_ns;
-        uid_t trusted_uid; /* how root of the parent user namespace (tesserad) appears here */
-        int connections[MAX_CONNECTIONS];
-        size_t n_connections;
-        /* the processes it started (the application operations fill this) */
-        struct child children[MAX_CHILDREN];
-        size_t n_children;
-        bool shutdown_requested;
-};
+#define START_TIMEOUT_MS     10000 /* a launched child not started by then is killed */
+#define NOFILE_WANTED        65536 /* every "log" application holds three descriptors here */
 
 static const char *log_name = "?";
 
-__attribute__((format(printf, 1, 2))) static void say(const char *fmt, ...)
+void say(const char *fmt, ...)
 {
         char line[1024];
         int n = snprintf(line, sizeof(line), "tessera-supervisor[%s]: ", log_name);
@@ -70,31 +56,6 @@ __attribute__((format(printf, 1, 2))) static void say(const char *fmt, ...)
         line[n++] = '\n';
         /* one write per line, so lines from several writers do not interleave */
         (void)!write(STDERR_FILENO, line, (size_t)n);
-}
-
-/* ---- children ---- */
-
-static void forget_child(struct supervisor *s, pid_t pid)
-{
-        for (size_t i = 0; i < s->n_children; i++)
-                if (s->children[i].pid == pid) {
-                        s->children[i] = s->children[--s->n_children];
-                        return;
-                }
-}
-
-/* Reaps everything that has exited, ours or re-parented.  Returns -ECHILD once no child is left. */
-static int reap_children(struct supervisor *s)
-{
-        for (;;) {
-                int status;
-                pid_t pid = waitpid(-1, &status, WNOHANG);
-                if (pid < 0)
-                        return errno == EINTR ? 0 : -errno;
-                if (pid == 0)
-                        return 0;
-                forget_child(s, pid);
-        }
 }
 
 /* ---- signals and shutdown ---- */
@@ -125,7 +86,7 @@ static _Noreturn void supervisor_shutdown(struct supervisor *s)
         (void)kill(-1, SIGTERM);
         uint64_t deadline = now_ns() + SHUTDOWN_GRACE_MS * 1000000ULL;
         for (;;) {
-                (void)reap_children(s);
+                apps_reap(s);
                 if (!others_left())
                         break;
                 uint64_t now = now_ns();
@@ -150,7 +111,7 @@ static void handle_signals(struct supervisor *s)
         struct signalfd_siginfo si;
         while (read(s->signal_fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
                 switch (si.ssi_signo) {
-                case SIGCHLD: (void)reap_children(s); break;
+                case SIGCHLD: apps_reap(s); break;
                 case SIGTERM:
                 case SIGINT:
                         /* a sender inside the enclave has a pid here; outside ones (tesserad, the host) show 0 */
@@ -166,37 +127,37 @@ static void handle_signals(struct supervisor *s)
 
 /* ---- requests ---- */
 
-typedef int (*op_handler)(struct supervisor *s, json_t *request, json_t **ret_result, struct tessera_error *err);
-
-static int op_ping(struct supervisor *s, json_t *request, json_t **ret_result, struct tessera_error *err)
+static int op_ping(struct supervisor *s, struct call *c, struct tessera_error *err)
 {
         json_t *r = json_pack("{s:i, s:I, s:I, s:s}", "pid", (int)getpid(), "uptime_ms",
                               (json_int_t)((now_ns() - s->started_ns) / 1000000ULL), "processes",
-                              (json_int_t)s->n_children, "enclave", s->enclave);
+                              (json_int_t)apps_count_alive(s), "enclave", s->enclave);
         if (!r)
                 return tessera_error_set(err, ENOMEM, "cannot build the ping reply");
-        *ret_result = r;
+        c->result = r;
         return 0;
 }
 
-static int op_shutdown(struct supervisor *s, json_t *request, json_t **ret_result, struct tessera_error *err)
+static int op_shutdown(struct supervisor *s, struct call *c, struct tessera_error *err)
 {
         /* the reply goes out first; the loop shuts down right after sending it */
         s->shutdown_requested = true;
-        *ret_result = json_object();
-        return *ret_result ? 0 : tessera_error_set(err, ENOMEM, "cannot build the shutdown reply");
+        c->result = json_object();
+        return c->result ? 0 : tessera_error_set(err, ENOMEM, "cannot build the shutdown reply");
 }
 
 static const struct op {
         const char *name;
         op_handler handler;
 } ops[] = {
-        {"ping", op_ping},
-        {"shutdown", op_shutdown},
+        {"ping", op_ping},   {"shutdown", op_shutdown}, {"launch", op_launch},
+        {"start", op_start}, {"collect", op_collect},   {"forget", op_forget},
+        {"apps", op_apps},   {"kill", op_kill},         {"open", op_open},
 };
 
-static int dispatch(struct supervisor *s, json_t *request, json_t **ret_result, struct tessera_error *err)
+static int dispatch(struct supervisor *s, struct call *c, struct tessera_error *err)
 {
+        json_t *request = c->request;
         json_t *version = json_object_get(request, "version");
         if (version && (!json_is_integer(version) || json_integer_value(version) != TESSERA_PROTO_VERSION))
                 return tessera_error_field(err, EPROTO, "version", "protocol version must be %d",
@@ -206,7 +167,7 @@ static int dispatch(struct supervisor *s, json_t *request, json_t **ret_result, 
                 return tessera_error_field(err, EINVAL, "op", "request has no `op` string");
         for (size_t i = 0; i < ELEMENTSOF(ops); i++)
                 if (STREQ(ops[i].name, op))
-                        return ops[i].handler(s, request, ret_result, err);
+                        return ops[i].handler(s, c, err);
         return tessera_error_field(err, EOPNOTSUPP, "op", "the supervisor has no operation `%.64s`", op);
 }
 
@@ -216,12 +177,46 @@ static void close_connection(struct supervisor *s, size_t i)
         s->connections[i] = s->connections[--s->n_connections];
 }
 
+static void close_fds(int *fds, size_t n)
+{
+        for (size_t i = 0; i < n; i++)
+                if (fds[i] >= 0)
+                        close(fds[i]);
+}
+
+/* Dispatches and sends the reply, with the descriptors the handler gave; returns false when sending failed. */
+static bool answer(struct supervisor *s, int fd, struct call *c)
+{
+        struct tessera_error err = {0};
+        int r = dispatch(s, c, &err);
+        if (r < 0) {
+                json_decref(c->result);
+                c->result = NULL;
+                close_fds(c->fds_out, c->n_fds_out);
+                c->n_fds_out = 0;
+        }
+        json_t *reply = r < 0 ? proto_reply_error(&err) : proto_reply_ok(c->result);
+        c->result = NULL; /* the reply owns it now */
+        if (!reply)
+                return false;
+        struct tessera_error send_err = {0};
+        r = proto_send(fd, reply, c->fds_out, c->n_fds_out, &send_err);
+        json_decref(reply);
+        if (r < 0) {
+                say("cannot reply: %s", send_err.msg);
+                return false;
+        }
+        return true;
+}
+
 /* One request, one reply.  Returns false when the connection is to be closed. */
 static bool serve_request(struct supervisor *s, int fd)
 {
         struct tessera_error err = {0};
-        json_t *request = NULL;
-        int r = proto_recv(fd, &request, NULL, NULL, &err);
+        struct call c = {.n_fds_in = PROTO_MAX_FDS};
+        int r = proto_recv(fd, &c.request, c.fds_in, &c.n_fds_in, &err);
+        if (r < 0)
+                close_fds(c.fds_in, c.n_fds_in);
         if (r == -ECONNRESET)
                 return false; /* the peer went away: nobody to answer */
         if (r < 0) {
@@ -233,20 +228,12 @@ static bool serve_request(struct supervisor *s, int fd)
                 json_decref(reply);
                 return false;
         }
-        json_t *result = NULL;
-        r = dispatch(s, request, &result, &err);
-        json_decref(request);
-        json_t *reply = r < 0 ? proto_reply_error(&err) : proto_reply_ok(result);
-        if (!reply)
-                return false;
-        struct tessera_error send_err = {0};
-        r = proto_send(fd, reply, NULL, 0, &send_err);
-        json_decref(reply);
-        if (r < 0) {
-                say("cannot reply: %s", send_err.msg);
-                return false;
-        }
-        return true;
+        bool answered = answer(s, fd, &c);
+        json_decref(c.request);
+        /* what the handler did not keep, and what went out with the reply (the peer has its own copies) */
+        close_fds(c.fds_in, c.n_fds_in);
+        close_fds(c.fds_out, c.n_fds_out);
+        return answered;
 }
 
 /* ---- connections ---- */
@@ -386,26 +373,74 @@ static void serve_connections(struct supervisor *s, const struct pollfd *pfds, s
         }
 }
 
+/* The log pipes still open, after the connections in pfds; owners[i] is the application of pfds[i]. */
+static size_t add_log_pipes(struct supervisor *s, struct pollfd *pfds, struct app **owners)
+{
+        size_t n = 0;
+        for (size_t i = 0; i < s->n_apps; i++)
+                if (s->apps[i]->log.pipe_fd >= 0) {
+                        owners[n] = s->apps[i];
+                        pfds[n++] = (struct pollfd){.fd = s->apps[i]->log.pipe_fd, .events = POLLIN};
+                }
+        return n;
+}
+
+static void relay_logs(const struct pollfd *pfds, struct app *const *owners, size_t n)
+{
+        for (size_t i = 0; i < n; i++)
+                if (pfds[i].revents)
+                        log_relay_chunk(&owners[i]->log, owners[i]->name);
+}
+
 static _Noreturn void run(struct supervisor *s)
 {
+        static struct pollfd pfds[2 + MAX_CONNECTIONS + MAX_APPS];
+        static struct app *log_owners[MAX_APPS];
         for (;;) {
-                struct pollfd pfds[2 + MAX_CONNECTIONS];
                 size_t n_conn = s->n_connections;
                 pfds[0] = (struct pollfd){.fd = s->signal_fd, .events = POLLIN};
                 pfds[1] = (struct pollfd){.fd = LISTEN_FD, .events = POLLIN};
                 for (size_t i = 0; i < n_conn; i++)
                         pfds[2 + i] = (struct pollfd){.fd = s->connections[i], .events = POLLIN};
-                if (poll(pfds, 2 + n_conn, -1) < 0) {
+                size_t n_logs = add_log_pipes(s, pfds + 2 + n_conn, log_owners);
+                if (poll(pfds, 2 + n_conn + n_logs, apps_poll_timeout_ms(s)) < 0) {
                         if (errno != EINTR)
                                 say("poll failed: %s", strerror(errno));
                         continue;
                 }
+                /* output first, so what an application wrote is in its log before its exit is recorded */
+                relay_logs(pfds + 2 + n_conn, log_owners, n_logs);
                 if (pfds[0].revents)
                         handle_signals(s);
+                /* may forget applications: log_owners is stale from here on */
                 serve_connections(s, pfds + 2, n_conn);
                 if (pfds[1].revents)
                         accept_connections(s);
+                apps_enforce_start_deadlines(s);
         }
+}
+
+/* Whether this is a user namespace that may not call setgroups (its parent wrote "deny"). */
+static bool setgroups_is_denied(void)
+{
+        char buf[16];
+        return read_file_at(AT_FDCWD, "/proc/self/setgroups", buf, sizeof(buf), NULL) > 0 && STREQ(buf, "deny");
+}
+
+/* Room for the descriptors of many logged applications; applications get the original limit back. */
+static void raise_nofile(struct supervisor *s)
+{
+        if (getrlimit(RLIMIT_NOFILE, &s->nofile) < 0) {
+                s->nofile = (struct rlimit){1024, 1024};
+                return;
+        }
+        struct rlimit raised = s->nofile;
+        if (raised.rlim_cur >= NOFILE_WANTED)
+                return;
+        raised.rlim_cur = raised.rlim_max < NOFILE_WANTED ? raised.rlim_max : NOFILE_WANTED;
+        if (setrlimit(RLIMIT_NOFILE, &raised) < 0)
+                say("cannot raise the open-file limit to %llu: %s", (unsigned long long)raised.rlim_cur,
+                    strerror(errno));
 }
 
 int main(int argc, char **argv)
@@ -422,9 +457,17 @@ int main(int argc, char **argv)
                 say("must run as PID 1 of the enclave's pid namespace (pid is %d)", (int)getpid());
                 return 1;
         }
+        /* processes of the enclave must not ptrace or pidfd_getfd their way to the control sockets */
+        if (prctl(PR_SET_DUMPABLE, 0) < 0) {
+                say("cannot make the supervisor non-dumpable: %s", strerror(errno));
+                return 1;
+        }
         static struct supervisor s;
         s.enclave = enclave;
         s.started_ns = now_ns();
+        s.start_timeout_ns = START_TIMEOUT_MS * 1000000ULL;
+        s.setgroups_denied = setgroups_is_denied();
+        raise_nofile(&s);
         int r = setup_signals(&s);
         if (r < 0) {
                 say("cannot set up signal handling: %s", strerror(-r));

@@ -52,6 +52,7 @@ struct cli {
         const char *alias_args;   /* usage of that alias, or NULL */
         struct tessera_client *client; /* connected on first call */
         char bad_option[64];      /* what cli_getopt() refused */
+        bool options_first;       /* cli_getopt stops at the first operand (launch: the command's options follow) */
 };
 
 /* "tessera: MESSAGE" on stderr; returns 1 (EXIT_FAILURE). */
@@ -106,5 +107,16 @@ int cmd_ping(struct cli *cli, int argc, char **argv);
 int cmd_assign(struct cli *cli, int argc, char **argv);
 int cmd_release(struct cli *cli, int argc, char **argv);
 int cmd_check(struct cli *cli, int argc, char **argv);
+
+/* cmd-app.c */
+int cmd_launch(struct cli *cli, int argc, char **argv);
+int cmd_apps(struct cli *cli, int argc, char **argv);
+int cmd_logs(struct cli *cli, int argc, char **argv);
+int cmd_kill(struct cli *cli, int argc, char **argv);
+int cmd_wait(struct cli *cli, int argc, char **argv);
+int cmd_console(struct cli *cli, int argc, char **argv);
+int cmd_cat(struct cli *cli, int argc, char **argv);
+int cmd_write(struct cli *cli, int argc, char **argv);
+extern const struct option_help launch_options[], logs_options[], kill_options[], file_options[];
 
 #endif
