@@ -40,6 +40,13 @@ bool node_ledger_only(const struct tessera_node *n)
         return n->cg == NULL;
 }
 
+int node_pid_enclave(struct tessera_node *n, pid_t pid, char *ret, size_t len)
+{
+        if (!n->cg || pid <= 0)
+                return 0;
+        return cgroup_pid_enclave(n->cg, pid, ret, len, NULL) == 0 ? 1 : 0;
+}
+
 /* ---- watches: supervisors whose exit tesserad must notice ---- */
 
 int node_watch_add(struct tessera_node *n, enum watch_kind kind, int64_t id, int pidfd)

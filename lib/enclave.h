@@ -39,6 +39,8 @@ void node_close(struct tessera_node *n);
 /* Makes the kernel agree with the store; appends what it fixed to `log`. */
 int node_reconcile(struct tessera_node *n, json_t *log, struct tessera_error *err);
 bool node_ledger_only(const struct tessera_node *n);
+/* The enclave whose cgroup holds `pid` (1, name in ret), or 0 when it is in none. */
+int node_pid_enclave(struct tessera_node *n, pid_t pid, char *ret, size_t len);
 
 json_t *node_summary(struct tessera_node *n, uid_t caller, struct tessera_error *err);
 json_t *node_cpus(struct tessera_node *n, uid_t caller, struct tessera_error *err);

@@ -222,6 +222,19 @@ static void serve_client(struct server *s, int fd)
         }
         struct caller who = {.pid = cred.pid, .uid = cred.uid, .gid = cred.gid};
         struct outcome out = {0};
+        char inside[64];
+        if (node_pid_enclave(s->node, cred.pid, inside, sizeof(inside)) == 1) {
+                /* root inside an enclave is not the node's administrator: its uid proves nothing here */
+                for (size_t i = 0; i < n_in; i++)
+                        close(fds_in[i]);
+                json_decref(req);
+                tessera_error_set(&err, EPERM, "requests from inside enclave '%s' are not accepted", inside);
+                json_t *reply = proto_reply_error(&err);
+                (void)proto_send(fd, reply, NULL, 0, NULL);
+                json_decref(reply);
+                drop_client(s, fd);
+                return;
+        }
         json_t *reply = dispatch(s->node, &who, req, fds_in, n_in, &out);
         json_decref(req);
         /* the client's descriptors were only lent to the request */

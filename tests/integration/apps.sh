@@ -60,6 +60,12 @@ check_fails "cat refuses what is not a regular file" "not a regular file" tesser
 check_eq "a scripted console runs commands inside" "hi-from-console" \
         "$(printf 'echo hi-from-console\nexit\n' | tessera console a 2>/dev/null | tr -d '\r' | grep -x hi-from-console)"
 
+# an enclave sharing the host's root can reach the control socket's path, but not the daemon
+check "an enclave on the host's root" tessera create --name hostroot --cpus 1 --memory 128M
+check_fails "root inside it is refused by tesserad" "not accepted" \
+        tessera launch hostroot --wait -- "$TESSERA_BIN" --socket "$TESSERA_SOCKET" list
+check "destroy it" tessera destroy hostroot
+
 # applications outlive tesserad
 tessera launch a --name survivor -- sleep 2 >/dev/null
 tessera launch a --name longer -- sleep 30 >/dev/null
