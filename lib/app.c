@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "app.h"
+#include "mover.h"
 #include "node.h"
 #include "proto.h"
 #include "sandbox.h"
@@ -22,7 +23,7 @@
 
 #define APP_COLUMNS                                                                                                   \
         "a.id, a.name, e.name, a.state, a.pid, a.ns_pid, a.argv, a.started, a.ended, a.exit_code, a.signal, "         \
-        "a.cpu_ns, a.peak_memory, a.cause, a.start_time, e.owner_uid, a.enclave_id"
+        "a.cpu_ns, a.peak_memory, a.cause, a.start_time, e.owner_uid, a.enclave_id, COALESCE(a.leaf, a.name)"
 
 static json_t *int_or_null(sqlite3_stmt *st, int col)
 {
@@ -42,13 +43,16 @@ static json_t *app_row_json(struct tessera_node *n, sqlite3_stmt *st)
         char log[PATH_MAX + 128];
         snprintf(log, sizeof(log), "%s/%s/%s.log", n->log_dir, enclave, name);
         const char *cause = (const char *)sqlite3_column_text(st, 13);
-        return json_pack("{s:I, s:s, s:s, s:s, s:o, s:o, s:o, s:I, s:o, s:o, s:o, s:o, s:o, s:o, s:s, s:s?}", "id",
+        char cgroup[96];
+        snprintf(cgroup, sizeof(cgroup), "apps/%s", (const char *)sqlite3_column_text(st, 17));
+        return json_pack("{s:I, s:s, s:s, s:s, s:o, s:o, s:o, s:I, s:o, s:o, s:o, s:o, s:o, s:o, s:s, s:s?, s:s}", "id",
                          (json_int_t)sqlite3_column_int64(st, 0), "name", name, "enclave", enclave, "state",
                          (const char *)sqlite3_column_text(st, 3), "pid", int_or_null(st, 4), "ns_pid",
                          int_or_null(st, 5), "argv", argv ? argv : json_array(), "started",
                          (json_int_t)sqlite3_column_int64(st, 7), "ended", int_or_null(st, 8), "exit_code",
                          int_or_null(st, 9), "signal", int_or_null(st, 10), "status", status, "cpu_ns",
-                         int_or_null(st, 11), "peak_memory", int_or_null(st, 12), "log", log, "cause", cause);
+                         int_or_null(st, 11), "peak_memory", int_or_null(st, 12), "log", log, "cause", cause,
+                         "cgroup", cgroup);
 }
 
 json_t *app_json_by_id(struct tessera_node *n, int64_t id, struct tessera_error *err)
@@ -251,6 +255,7 @@ static int open_log_dir(struct tessera_node *n, const struct enclave *e, struct 
 
 struct launch {
         const char *app;
+        char leaf[32]; /* its cgroup leaf below apps/: its name, or the stem's it took */
         json_t *argv, *env;
         const char *cwd, *cpus;
         uid_t uid;
@@ -258,10 +263,152 @@ struct launch {
         bool pass_stdio, tty;
 };
 
+/* ---- prewarmed stems ---- */
+
+#define STEMS_PER_ENCLAVE 2
+
+static void stem_discard(struct tessera_node *n, const char *enclave, struct stem *st)
+{
+        (void)syscall(SYS_pidfd_send_signal, st->pidfd, SIGKILL, NULL, 0);
+        close(st->pidfd);
+        json_t *q = json_pack("{s:i, s:s, s:s}", "version", TESSERA_PROTO_VERSION, "op", "forget", "app", st->name);
+        json_t *ignored = NULL;
+        if (enclave)
+                (void)supervisor_call(n, enclave, q, &ignored, NULL);
+        json_decref(ignored);
+        json_decref(q);
+        if (enclave)
+                (void)cgroup_app_remove(n->cg, enclave, st->name, NULL);
+}
+
+void app_pool_drop(struct tessera_node *n, int64_t enclave_id)
+{
+        for (size_t i = 0; i < n->n_stems;) {
+                if (n->stems[i].enclave_id != enclave_id) {
+                        i++;
+                        continue;
+                }
+                close(n->stems[i].pidfd);
+                n->stems[i] = n->stems[--n->n_stems];
+        }
+}
+
+/* Asks the supervisor for one more stem and has the mover put it in a leaf of its own. */
+static int stem_new(struct tessera_node *n, struct enclave *e, struct tessera_error *err)
+{
+        if (n->n_stems == n->cap_stems) {
+                size_t cap = n->cap_stems ? n->cap_stems * 2 : 16;
+                struct stem *v = realloc(n->stems, cap * sizeof(*v));
+                if (!v)
+                        return tessera_error_set(err, ENOMEM, "out of memory");
+                n->stems = v;
+                n->cap_stems = cap;
+        }
+        struct stem st = {.enclave_id = e->rec.id};
+        snprintf(st.name, sizeof(st.name), "stem-%u", ++n->stem_seq);
+        int r = cgroup_app_create(n->cg, e->rec.name, st.name, err);
+        if (r < 0)
+                return r;
+        json_t *q = json_pack("{s:i, s:s, s:s}", "version", TESSERA_PROTO_VERSION, "op", "stem", "app", st.name);
+        json_t *res = NULL;
+        int fds[APP_MAX_FDS];
+        size_t n_fds = APP_MAX_FDS;
+        r = supervisor_call_fds(n, e->rec.name, q, NULL, 0, &res, fds, &n_fds, err);
+        json_decref(q);
+        json_decref(res);
+        if (r == 0 && n_fds < 1)
+                r = tessera_error_set(err, EPROTO, "the supervisor sent no pidfd for a stem");
+        if (r < 0) {
+                (void)cgroup_app_remove(n->cg, e->rec.name, st.name, NULL);
+                return r;
+        }
+        for (size_t i = 1; i < n_fds; i++)
+                close(fds[i]);
+        st.pidfd = fds[0];
+        pid_t pid = pidfd_host_pid(st.pidfd);
+        st.job = ++n->next_job;
+        char leaf[64];
+        snprintf(leaf, sizeof(leaf), "apps/%s", st.name);
+        r = pid > 0 ? mover_submit(n->mover, st.job, e->rec.name, leaf, pid, err) : -ESRCH;
+        if (r < 0) {
+                stem_discard(n, e->rec.name, &st);
+                return r;
+        }
+        n->stems[n->n_stems++] = st;
+        return 0;
+}
+
+void app_pool_refill(struct tessera_node *n, const char *enclave)
+{
+        if (!n->mover || !enclave)
+                return;
+        _cleanup_enclave_ struct enclave e;
+        if (enclave_load(n, 0, enclave, &e, NULL) < 0 || !STREQ(e.rec.state, "running"))
+                return;
+        size_t have = 0;
+        for (size_t i = 0; i < n->n_stems; i++)
+                have += n->stems[i].enclave_id == e.rec.id;
+        while (have++ < STEMS_PER_ENCLAVE)
+                if (stem_new(n, &e, NULL) < 0)
+                        return; /* launches take the slow path meanwhile */
+}
+
+void app_pool_events(struct tessera_node *n)
+{
+        uint64_t job;
+        int error;
+        while (n->mover && mover_result(n->mover, &job, &error) == 1) {
+                for (size_t i = 0; i < n->n_stems; i++) {
+                        if (n->stems[i].job != job)
+                                continue;
+                        if (error == 0) {
+                                n->stems[i].ready = true;
+                                n->stems[i].job = 0;
+                        } else {
+                                struct enclave_record rec;
+                                const char *enclave = NULL;
+                                struct enclave_record *recs = NULL;
+                                size_t count = 0;
+                                (void)rec;
+                                if (ledger_enclave_list(n->store, &recs, &count, NULL) == 0)
+                                        for (size_t k = 0; k < count; k++)
+                                                if (recs[k].id == n->stems[i].enclave_id)
+                                                        enclave = recs[k].name;
+                                stem_discard(n, enclave, &n->stems[i]);
+                                enclave_records_free(recs, count);
+                                n->stems[i] = n->stems[--n->n_stems];
+                        }
+                        break;
+                }
+        }
+}
+
+/* A ready stem of the enclave, taken out of the pool; false when there is none. */
+static bool take_stem(struct tessera_node *n, int64_t enclave_id, struct stem *ret)
+{
+        for (size_t i = 0; i < n->n_stems; i++)
+                if (n->stems[i].enclave_id == enclave_id && n->stems[i].ready) {
+                        *ret = n->stems[i];
+                        n->stems[i] = n->stems[--n->n_stems];
+                        return true;
+                }
+        return false;
+}
+
 /* Runs the two supervisor steps around the cgroup move; returns the pidfd (and the pty master). */
-static int launch_in_enclave(struct tessera_node *n, struct enclave *e, const struct launch *l, const int *stdio,
+static int launch_in_enclave(struct tessera_node *n, struct enclave *e, struct launch *l, const int *stdio,
                              pid_t *ret_pid, int *ret_ns_pid, int *ret_master, struct tessera_error *err)
 {
+        /* a stem already sits in a leaf of its own: no cgroup move on this path */
+        struct stem stem;
+        bool stemmed = take_stem(n, e->rec.id, &stem);
+        if (stemmed) {
+                close(stem.pidfd); /* the supervisor sends a fresh one with the launch */
+        } else {
+                int r = cgroup_app_create(n->cg, e->rec.name, l->app, err);
+                if (r < 0)
+                        return r;
+        }
         _cleanup_close_ int logdir = -1;
         if (!l->pass_stdio && !l->tty) {
                 logdir = open_log_dir(n, e, err);
@@ -273,14 +420,20 @@ static int launch_in_enclave(struct tessera_node *n, struct enclave *e, const st
                                 "cwd", l->cwd, "uid", (int)l->uid, "gid", (int)l->gid, "cpus", l->cpus, "tty", l->tty);
         if (!l->tty) /* a pty is its own stdio */
                 json_object_set_new(req, "stdio", json_string(l->pass_stdio ? "pass" : "log"));
+        if (stemmed)
+                json_object_set_new(req, "stem", json_string(stem.name));
+        snprintf(l->leaf, sizeof(l->leaf), "%s", stemmed ? stem.name : l->app);
         int fds[APP_MAX_FDS];
         size_t n_fds = APP_MAX_FDS;
         json_t *res = NULL;
         int r = supervisor_call_fds(n, e->rec.name, req, l->pass_stdio ? stdio : &logdir,
                                     l->pass_stdio ? 3 : (logdir >= 0 ? 1 : 0), &res, fds, &n_fds, err);
         json_decref(req);
-        if (r < 0)
+        if (r < 0) {
+                if (stemmed)
+                        (void)cgroup_app_remove(n->cg, e->rec.name, stem.name, NULL);
                 return r;
+        }
         *ret_ns_pid = (int)json_integer_value(json_object_get(res, "ns_pid"));
         json_decref(res);
         if (n_fds < 1 || (l->tty && n_fds < 2)) {
@@ -296,8 +449,8 @@ static int launch_in_enclave(struct tessera_node *n, struct enclave *e, const st
         if (pid <= 0)
                 return tessera_error_set(err, ESRCH, "the new process of '%s' vanished", l->app);
         char leaf[128];
-        snprintf(leaf, sizeof(leaf), "apps/%s", l->app);
-        r = cgroup_enter(n->cg, e->rec.name, leaf, pid, err);
+        snprintf(leaf, sizeof(leaf), "apps/%s", l->leaf);
+        r = stemmed ? 0 : cgroup_enter(n->cg, e->rec.name, leaf, pid, err);
         json_t *start = json_pack("{s:i, s:s, s:s}", "version", TESSERA_PROTO_VERSION, "op", r == 0 ? "start" : "kill",
                                   "app", l->app);
         if (r < 0) {
@@ -320,11 +473,11 @@ static int launch_in_enclave(struct tessera_node *n, struct enclave *e, const st
         return TAKE_FD(pidfd);
 }
 
-static int record_app(struct tessera_node *n, struct enclave *e, const char *app, json_t *argv, pid_t pid,
-                      int ns_pid, int64_t *ret_id, struct tessera_error *err)
+static int record_app(struct tessera_node *n, struct enclave *e, const char *app, const char *leaf, json_t *argv,
+                      pid_t pid, int ns_pid, int64_t *ret_id, struct tessera_error *err)
 {
-        static const char sql[] = "INSERT INTO apps(enclave_id, name, argv, state, pid, ns_pid, start_time, started) "
-                                  "VALUES(?, ?, ?, 'running', ?, ?, ?, ?)";
+        static const char sql[] = "INSERT INTO apps(enclave_id, name, argv, state, pid, ns_pid, start_time, started, "
+                                  "leaf) VALUES(?, ?, ?, 'running', ?, ?, ?, ?, ?)";
         uint64_t start = 0;
         (void)process_start_time(pid, &start, NULL);
         _cleanup_free_ char *argv_text = json_dumps(argv, JSON_COMPACT);
@@ -338,6 +491,7 @@ static int record_app(struct tessera_node *n, struct enclave *e, const char *app
         sqlite3_bind_int64(st, 5, ns_pid);
         sqlite3_bind_int64(st, 6, (sqlite3_int64)start);
         sqlite3_bind_int64(st, 7, (sqlite3_int64)time(NULL));
+        sqlite3_bind_text(st, 8, leaf, -1, SQLITE_STATIC);
         int r = store_step_done(n->store, st, err);
         if (r < 0)
                 return r;
@@ -361,6 +515,8 @@ static int launch_common(struct tessera_node *n, uid_t caller, json_t *req, stru
         } else if (!name_is_valid(l->app)) {
                 return tessera_error_field(err, EINVAL, "app", "app: '%s' is not a name (letters, digits, . _ -)",
                                            l->app);
+        } else if (strncmp(l->app, "stem-", 5) == 0) {
+                return tessera_error_field(err, EINVAL, "app", "app: names starting with 'stem-' are tesserad's own");
         }
         int64_t existing;
         if (app_find(n, &e, l->app, &existing, NULL) == 0)
@@ -370,9 +526,6 @@ static int launch_common(struct tessera_node *n, uid_t caller, json_t *req, stru
         if (r == 0)
                 r = app_identity(n, &e, caller, json_string_value(json_object_get(req, "user")), &l->uid, &l->gid,
                                  err);
-        if (r < 0)
-                return r;
-        r = cgroup_app_create(n->cg, e.rec.name, l->app, err);
         if (r < 0)
                 return r;
         pid_t pid = 0;
@@ -385,7 +538,7 @@ static int launch_common(struct tessera_node *n, uid_t caller, json_t *req, stru
         int64_t id = 0;
         r = store_begin(n->store, err);
         if (r == 0)
-                r = record_app(n, &e, l->app, l->argv, pid, ns_pid, &id, err);
+                r = record_app(n, &e, l->app, l->leaf, l->argv, pid, ns_pid, &id, err);
         if (r == 0)
                 r = store_commit(n->store, err);
         if (r < 0) {
@@ -393,7 +546,7 @@ static int launch_common(struct tessera_node *n, uid_t caller, json_t *req, stru
                 store_rollback(n->store);
                 (void)syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
                 close(pidfd);
-                (void)cgroup_app_remove(n->cg, e.rec.name, l->app, NULL);
+                (void)cgroup_app_remove(n->cg, e.rec.name, l->leaf, NULL);
                 if (ret_master && *ret_master >= 0) {
                         close(*ret_master);
                         *ret_master = -1;
@@ -636,11 +789,11 @@ static int record_exit(struct tessera_node *n, int64_t id, json_t *st_json, cons
 }
 
 /* The whole tree's usage from its cgroup leaf, which sees grandchildren the supervisor's rusage does not. */
-static void merge_cgroup_usage(struct tessera_node *n, const char *enclave, const char *app, json_t *status)
+static void merge_cgroup_usage(struct tessera_node *n, const char *enclave, const char *app_leaf, json_t *status)
 {
         struct cgroup_stats cs = {0};
         char leaf[128];
-        snprintf(leaf, sizeof(leaf), "apps/%s", app);
+        snprintf(leaf, sizeof(leaf), "apps/%s", app_leaf);
         if (!status || cgroup_stats_read(n->cg, enclave, leaf, &cs, NULL) < 0)
                 return;
         json_int_t cpu = json_integer_value(json_object_get(status, "cpu_ns"));
@@ -652,7 +805,7 @@ static void merge_cgroup_usage(struct tessera_node *n, const char *enclave, cons
 }
 
 /* Collects from the supervisor, records durably, then lets the supervisor forget. */
-static int settle_app(struct tessera_node *n, int64_t id, const char *enclave, const char *app,
+static int settle_app(struct tessera_node *n, int64_t id, const char *enclave, const char *app, const char *leaf,
                       struct tessera_error *err)
 {
         json_t *q = json_pack("{s:i, s:s, s:s}", "version", TESSERA_PROTO_VERSION, "op", "collect", "app", app);
@@ -664,7 +817,7 @@ static int settle_app(struct tessera_node *n, int64_t id, const char *enclave, c
                 json_decref(status);
                 return 0; /* not yet: its pidfd said otherwise, so it is a zombie being reaped */
         }
-        merge_cgroup_usage(n, enclave, app, r == 0 ? status : NULL);
+        merge_cgroup_usage(n, enclave, leaf, r == 0 ? status : NULL);
         r = store_begin(n->store, err);
         if (r == 0)
                 r = record_exit(n, id, status, status ? NULL : cerr.msg, err);
@@ -680,7 +833,7 @@ static int settle_app(struct tessera_node *n, int64_t id, const char *enclave, c
         (void)supervisor_call(n, enclave, q, &ignored, NULL);
         json_decref(q);
         json_decref(ignored);
-        (void)cgroup_app_remove(n->cg, enclave, app, NULL);
+        (void)cgroup_app_remove(n->cg, enclave, leaf, NULL);
         return 1;
 }
 
@@ -691,8 +844,9 @@ int app_exited(struct tessera_node *n, int64_t id, json_t *log, struct tessera_e
                 node_watch_remove(n, WATCH_APP, id);
                 return -ENOENT;
         }
+        const char *cgroup = json_string_value(json_object_get(o, "cgroup"));
         int r = settle_app(n, id, json_string_value(json_object_get(o, "enclave")),
-                           json_string_value(json_object_get(o, "name")), err);
+                           json_string_value(json_object_get(o, "name")), cgroup + strlen("apps/"), err);
         if (r != 0)
                 node_watch_remove(n, WATCH_APP, id);
         json_decref(o);
@@ -708,8 +862,8 @@ int app_exited(struct tessera_node *n, int64_t id, json_t *log, struct tessera_e
  */
 int apps_reconcile(struct tessera_node *n, struct enclave *e, json_t *log, struct tessera_error *err)
 {
-        static const char sql[] = "SELECT id, name, pid, start_time FROM apps WHERE enclave_id = ? AND "
-                                  "state = 'running'";
+        static const char sql[] = "SELECT id, name, pid, start_time, COALESCE(leaf, name) FROM apps WHERE "
+                                  "enclave_id = ? AND state = 'running'";
         json_t *q = json_pack("{s:i, s:s}", "version", TESSERA_PROTO_VERSION, "op", "apps");
         json_t *known = NULL;
         int r = supervisor_call(n, e->rec.name, q, &known, err);
@@ -725,6 +879,7 @@ int apps_reconcile(struct tessera_node *n, struct enclave *e, json_t *log, struc
         struct row {
                 int64_t id;
                 char name[64];
+                char leaf[64];
                 pid_t pid;
                 uint64_t start;
         } rows[512];
@@ -734,6 +889,7 @@ int apps_reconcile(struct tessera_node *n, struct enclave *e, json_t *log, struc
                 snprintf(rows[count].name, sizeof(rows[count].name), "%s", sqlite3_column_text(st, 1));
                 rows[count].pid = (pid_t)sqlite3_column_int64(st, 2);
                 rows[count].start = (uint64_t)sqlite3_column_int64(st, 3);
+                snprintf(rows[count].leaf, sizeof(rows[count].leaf), "%s", sqlite3_column_text(st, 4));
                 count++;
         }
         sqlite3_reset(st);
@@ -749,7 +905,7 @@ int apps_reconcile(struct tessera_node *n, struct enclave *e, json_t *log, struc
                 if (pidfd >= 0)
                         close(pidfd);
                 struct tessera_error serr = {0};
-                if (settle_app(n, rows[i].id, e->rec.name, rows[i].name, &serr) < 0)
+                if (settle_app(n, rows[i].id, e->rec.name, rows[i].name, rows[i].leaf, &serr) < 0)
                         json_array_append_new(log, json_sprintf("application '%s' of '%s': %s", rows[i].name,
                                                                 e->rec.name, serr.msg));
                 else

@@ -23,6 +23,7 @@
 #include "fault.h"
 #include "image.h"
 #include "ledger.h"
+#include "mover.h"
 #include "netdev.h"
 #include "node.h"
 #include "proto.h"
@@ -38,6 +39,11 @@
 bool node_ledger_only(const struct tessera_node *n)
 {
         return n->cg == NULL;
+}
+
+int node_mover_fd(struct tessera_node *n)
+{
+        return n->mover ? mover_fd(n->mover) : -1;
 }
 
 int node_pid_enclave(struct tessera_node *n, pid_t pid, char *ret, size_t len)
@@ -798,6 +804,11 @@ int node_open(const struct tessera_config *cfg, const struct node_watcher *w, js
                         r = tessera_cgroup_open(cfg->cgroup_root, NULL, &n->cg, err);
                 if (r == 0)
                         confine_root_group(n, log);
+                /* forked before the store is opened: the mover holds no descriptor of it */
+                struct tessera_error merr = {0};
+                if (r == 0 && mover_start(n->cg, &n->mover, &merr) < 0)
+                        json_array_append_new(log, json_sprintf("no cgroup mover, moves happen inline: %s",
+                                                                merr.msg));
         }
         char db[PATH_MAX + 16];
         snprintf(db, sizeof(db), "%s/tessera.db", cfg->state_dir);
@@ -827,6 +838,10 @@ void node_close(struct tessera_node *n)
         for (size_t i = 0; i < n->n_watches; i++)
                 close(n->watches[i].pidfd);
         free(n->watches);
+        for (size_t i = 0; i < n->n_stems; i++)
+                close(n->stems[i].pidfd);
+        free(n->stems);
+        mover_stop(n->mover);
         store_close(n->store);
         if (n->cg)
                 tessera_cgroup_free(n->cg);
@@ -1140,6 +1155,7 @@ static int destroy_loaded(struct tessera_node *n, struct enclave *e, struct tess
                 fault_point("destroy:killed");
         }
         watch_remove(n, e->rec.id);
+        app_pool_drop(n, e->rec.id);
         release_root(n, e, NULL);
         return forget_enclave(n, e->rec.id, err);
 }
@@ -1502,6 +1518,7 @@ static int restart_enclave(struct tessera_node *n, struct enclave *e, json_t *lo
 static int handle_failure(struct tessera_node *n, struct enclave *e, const char *cause, json_t *log,
                           struct tessera_error *err)
 {
+        app_pool_drop(n, e->rec.id); /* they died with the supervisor */
         json_array_append_new(log, json_sprintf("enclave '%s' failed: %s (on_failure: %s)", e->rec.name, cause,
                                                 spec_on_failure_name(e->spec.on_failure)));
         if (e->spec.on_failure == ON_FAILURE_RESTART) {
@@ -1636,6 +1653,7 @@ static int reconcile_running(struct tessera_node *n, struct enclave *e, json_t *
         struct tessera_error aerr = {0};
         if (apps_reconcile(n, e, log, &aerr) < 0)
                 json_array_append_new(log, json_sprintf("enclave '%s': applications: %s", e->rec.name, aerr.msg));
+        app_pool_refill(n, e->rec.name);
         return 0;
 }
 

@@ -55,6 +55,12 @@ int enclave_ping(struct tessera_node *n, uid_t caller, const char *name, json_t 
 /* args: {"name", "cpus"?, "memory"?, "device"?}; release=false adds, true removes. */
 int enclave_change(struct tessera_node *n, uid_t caller, json_t *args, bool release, json_t **ret,
                    struct tessera_error *err);
+/* The cgroup mover's socket (-1: none) and its finished jobs (app.c's stem pool). */
+int node_mover_fd(struct tessera_node *n);
+void app_pool_events(struct tessera_node *n);
+/* Tops up the enclave's pool of prewarmed application stems (after a launch, a create, a restart). */
+void app_pool_refill(struct tessera_node *n, const char *enclave);
+
 /* A watched supervisor's pidfd became readable: mark failed, apply on_failure. */
 int enclave_supervisor_exited(struct tessera_node *n, int64_t id, json_t *log, struct tessera_error *err);
 

@@ -23,6 +23,17 @@ struct watch {
         int pidfd;
 };
 
+/* A child the supervisor forked ahead of time, moved into its own leaf in the background (app.c). */
+struct stem {
+        int64_t enclave_id;
+        char name[32]; /* its record in the supervisor and its cgroup leaf: "stem-N" */
+        int pidfd;
+        uint64_t job; /* the mover's job while it is being moved */
+        bool ready;
+};
+
+struct mover;
+
 struct tessera_node {
         struct tessera_config cfg;
         struct tessera_topology *topo;
@@ -36,6 +47,11 @@ struct tessera_node {
         struct node_watcher watcher;
         struct watch *watches;
         size_t n_watches, cap_watches;
+        struct mover *mover; /* NULL: moves happen inline (ledger-only has none) */
+        struct stem *stems;
+        size_t n_stems, cap_stems;
+        unsigned stem_seq;
+        uint64_t next_job;
 };
 
 /* Everything about one enclave an operation needs: its record and its parsed spec. */
@@ -67,5 +83,7 @@ int supervisor_call(struct tessera_node *n, const char *name, json_t *req, json_
 
 /* Applications (app.c): re-attached after the enclave's supervisor is, on reconcile. */
 int apps_reconcile(struct tessera_node *n, struct enclave *e, json_t *log, struct tessera_error *err);
+/* The enclave's prewarmed stems are gone with it. */
+void app_pool_drop(struct tessera_node *n, int64_t enclave_id);
 
 #endif

@@ -104,6 +104,9 @@ static const char schema_v2[] =
         "  UNIQUE(enclave_id, name));"
         "CREATE INDEX apps_by_state ON apps(state);";
 
+/* v3: an application's cgroup leaf may be a prewarmed stem's, not named after it. */
+static const char schema_v3[] = "ALTER TABLE apps ADD COLUMN leaf TEXT;";
+
 static int store_migrate(struct store *s, struct tessera_error *err)
 {
         sqlite3_stmt *st = store_stmt(s, "PRAGMA user_version", err);
@@ -127,6 +130,11 @@ static int store_migrate(struct store *s, struct tessera_error *err)
         }
         if (version < 2) {
                 r = store_exec(s, schema_v2, err);
+                if (r < 0)
+                        goto fail;
+        }
+        if (version < 3) {
+                r = store_exec(s, schema_v3, err);
                 if (r < 0)
                         goto fail;
         }

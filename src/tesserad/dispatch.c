@@ -21,6 +21,16 @@ typedef int (*handler_fn)(struct tessera_node *n, const struct caller *who, json
 typedef int (*io_handler_fn)(struct tessera_node *n, const struct caller *who, json_t *req, struct io *io,
                              json_t **ret, struct tessera_error *err);
 
+/* After a launch or a create the enclave's stem pool is topped up, once the client has its answer. */
+static void refill_after(json_t *req, struct io *io)
+{
+        const char *name = json_string_value(json_object_get(req, "name"));
+        if (!name)
+                name = json_string_value(json_object_get(json_object_get(req, "spec"), "name"));
+        if (name)
+                snprintf(io->out->refill, sizeof(io->out->refill), "%s", name);
+}
+
 static int need_name(json_t *req, const char **ret, struct tessera_error *err)
 {
         json_t *v = json_object_get(req, "name");
@@ -68,9 +78,10 @@ static int op_list(struct tessera_node *n, const struct caller *who, json_t *req
         return enclave_list(n, who->uid, ret, err);
 }
 
-static int op_create(struct tessera_node *n, const struct caller *who, json_t *req, json_t **ret,
+static int op_create(struct tessera_node *n, const struct caller *who, json_t *req, struct io *io, json_t **ret,
                      struct tessera_error *err)
 {
+        refill_after(req, io);
         json_t *spec = json_object_get(req, "spec");
         if (!json_is_object(spec))
                 return tessera_error_field(err, EINVAL, "spec", "spec: an object is required");
@@ -130,6 +141,7 @@ static int op_kill(struct tessera_node *n, const struct caller *who, json_t *req
 static int op_launch(struct tessera_node *n, const struct caller *who, json_t *req, struct io *io, json_t **ret,
                      struct tessera_error *err)
 {
+        refill_after(req, io);
         return app_launch(n, who->uid, req, io->fds_in, io->n_in, ret, err);
 }
 
@@ -149,6 +161,7 @@ static int op_logs(struct tessera_node *n, const struct caller *who, json_t *req
 static int op_console(struct tessera_node *n, const struct caller *who, json_t *req, struct io *io, json_t **ret,
                       struct tessera_error *err)
 {
+        refill_after(req, io);
         return app_console(n, who->uid, req, ret, io->out->fds, &io->out->n_fds, err);
 }
 
@@ -172,7 +185,7 @@ static const struct op {
 } ops[] = {
         {"apps", op_apps, NULL},       {"assign", op_assign, NULL},   {"cat", NULL, op_cat},
         {"check", op_check, NULL},     {"console", NULL, op_console}, {"cpus", op_cpus, NULL},
-        {"create", op_create, NULL},   {"destroy", op_destroy, NULL}, {"devices", op_devices, NULL},
+        {"create", NULL, op_create},   {"destroy", op_destroy, NULL}, {"devices", op_devices, NULL},
         {"kill", op_kill, NULL},       {"launch", NULL, op_launch},   {"list", op_list, NULL},
         {"logs", NULL, op_logs},       {"memory", op_memory, NULL},   {"node", op_node, NULL},
         {"ping", op_ping, NULL},       {"release", op_release, NULL}, {"wait", NULL, op_wait},

@@ -25,7 +25,7 @@
 
 #define MAX_CLIENTS 1024
 
-enum tag_kind { TAG_LISTEN, TAG_SIGNAL, TAG_CLIENT, TAG_PIDFD, TAG_APP };
+enum tag_kind { TAG_LISTEN, TAG_SIGNAL, TAG_CLIENT, TAG_PIDFD, TAG_APP, TAG_MOVER };
 
 /* epoll's data word: the kind in the top bits, an fd or an enclave id below. */
 #define TAG(kind, v) (((uint64_t)(kind) << 56) | ((uint64_t)(v) & ((1ULL << 56) - 1)))
@@ -250,6 +250,8 @@ static void serve_client(struct server *s, int fd)
         for (size_t i = 0; i < out.n_fds; i++)
                 close(out.fds[i]);
         json_decref(reply);
+        if (out.refill[0])
+                app_pool_refill(s->node, out.refill);
 }
 
 int serve(const struct tessera_config *cfg)
@@ -296,6 +298,11 @@ int serve(const struct tessera_config *cfg)
         epoll_ctl(s.epfd, EPOLL_CTL_ADD, lfd, &ev);
         ev.data.u64 = TAG(TAG_SIGNAL, sfd);
         epoll_ctl(s.epfd, EPOLL_CTL_ADD, sfd, &ev);
+        int mfd = node_mover_fd(s.node);
+        if (mfd >= 0) {
+                ev.data.u64 = TAG(TAG_MOVER, mfd);
+                epoll_ctl(s.epfd, EPOLL_CTL_ADD, mfd, &ev);
+        }
         fprintf(stderr, "tesserad: ready on %s (state %s, cgroup %s%s) in %.1f ms\n", cfg->socket, cfg->state_dir,
                 cfg->cgroup_root, node_ledger_only(s.node) ? ", ledger-only" : "", (double)(now_ns() - t0) / 1e6);
 
@@ -319,6 +326,9 @@ int serve(const struct tessera_config *cfg)
                                         serve_client(&s, (int)TAG_VALUE(tag));
                                 else
                                         drop_client(&s, (int)TAG_VALUE(tag));
+                                break;
+                        case TAG_MOVER:
+                                app_pool_events(s.node);
                                 break;
                         case TAG_APP: {
                                 struct tessera_error aerr = {0};

@@ -21,6 +21,7 @@ struct outcome {
         int fds[MAX_REPLY_FDS]; /* descriptors for the client, owned until sent */
         size_t n_fds;
         int64_t wait_app;       /* > 0: no reply now; answer when this application ends */
+        char refill[64];        /* after the reply: top up this enclave's prewarmed stems */
 };
 
 /* Runs one request; returns the reply, or NULL when it is deferred (out->wait_app). */

@@ -32,7 +32,9 @@ for x in json.load(sys.stdin):
     if x["name"] == sys.argv[1]: print(x[sys.argv[2]])' "$1" "$2"; }
 pid=$(app_field sleeper pid)
 check "it runs" kill -0 "$pid"
-check "it has a cgroup leaf of its own" grep -qx "$pid" "$(cgroup_path cpuset a apps/sleeper/cgroup.procs)"
+leaf=$(app_field sleeper cgroup)
+check "it has a cgroup leaf of its own ($leaf)" grep -qx "$pid" "$(cgroup_path cpuset a "$leaf/cgroup.procs")"
+check_eq "alone in it" 1 "$(wc -l < "$(cgroup_path cpuset a "$leaf/cgroup.procs")")"
 sup=$(enclave_field a supervisor_pid)
 check_eq "it is in the enclave's pid namespace" "$(readlink /proc/$sup/ns/pid)" "$(readlink /proc/$pid/ns/pid)"
 check "its pid inside is not 1" test "$(app_field sleeper ns_pid)" -gt 1
@@ -40,7 +42,7 @@ check_fails "a second application with the same name is refused" "already" tesse
 check "kill it" tessera kill a sleeper --signal KILL
 tessera wait a sleeper; check_eq "wait gives 128+9" 137 $?
 check_eq "apps shows it exited by signal 9" 9 "$(app_field sleeper signal)"
-check "its cgroup leaf is gone" test ! -e "$(cgroup_path cpuset a apps/sleeper)"
+check "its cgroup leaf is gone" test ! -e "$(cgroup_path cpuset a "$leaf")"
 
 tessera launch a --name talker -- sh -c 'echo out; echo err >&2' >/dev/null
 tessera wait a talker >/dev/null
