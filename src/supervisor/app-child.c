@@ -8,7 +8,7 @@
  * start byte, then pins itself, drops to the application's ids, changes
  * directory and execs.  A failing step writes one exec_error to the error
  * pipe; the exec closes that pipe (CLOEXEC), which the supervisor reads as
- * success.
+ * success.  A stem (stem.c) runs this same path once its plan has come.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -28,8 +28,7 @@
 #define CHILD_GO_FD    3
 #define CHILD_ERROR_FD 4
 
-__attribute__((format(printf, 4, 5))) static int child_fail(struct exec_error *e, int code, const char *field,
-                                                            const char *fmt, ...)
+int app_child_fail(struct exec_error *e, int code, const char *field, const char *fmt, ...)
 {
         e->code = code > 0 ? code : EIO;
         snprintf(e->field, sizeof(e->field), "%s", field);
@@ -45,13 +44,14 @@ static int child_open_tty(const struct launch_plan *p, struct exec_error *e)
 {
         int slave = ioctl(p->tty_master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
         if (slave < 0)
-                return child_fail(e, errno, "tty", "cannot open the pty slave: %s", strerror(errno));
+                return app_child_fail(e, errno, "tty", "cannot open the pty slave: %s", strerror(errno));
         if (ioctl(slave, TIOCSCTTY, 0) < 0)
-                return child_fail(e, errno, "tty", "cannot make the pty the controlling terminal: %s", strerror(errno));
+                return app_child_fail(e, errno, "tty", "cannot make the pty the controlling terminal: %s",
+                                      strerror(errno));
         /* as grantpt would: the slave belongs to the user who runs on it */
         if (p->set_ids && fchown(slave, p->uid, (gid_t)-1) < 0)
-                return child_fail(e, errno, "tty", "cannot give the pty to uid %u: %s", (unsigned)p->uid,
-                                  strerror(errno));
+                return app_child_fail(e, errno, "tty", "cannot give the pty to uid %u: %s", (unsigned)p->uid,
+                                      strerror(errno));
         return slave;
 }
 
@@ -70,18 +70,19 @@ static int child_arrange_fds(const struct launch_plan *p, int slave, struct exec
         for (int i = 0; i < 5; i++) {
                 high[i] = fcntl(want[i], F_DUPFD_CLOEXEC, 5);
                 if (high[i] < 0)
-                        return child_fail(e, errno, "stdio", "cannot duplicate a descriptor: %s", strerror(errno));
+                        return app_child_fail(e, errno, "stdio", "cannot duplicate a descriptor: %s", strerror(errno));
         }
         for (int i = 0; i < 5; i++)
                 if (dup3(high[i], i, i >= CHILD_GO_FD ? O_CLOEXEC : 0) < 0)
-                        return child_fail(e, errno, "stdio", "cannot set up the application's descriptors: %s",
-                                          strerror(errno));
+                        return app_child_fail(e, errno, "stdio", "cannot set up the application's descriptors: %s",
+                                              strerror(errno));
         if (close_range(5, ~0U, 0) < 0)
-                return child_fail(e, errno, "stdio", "cannot close the supervisor's descriptors: %s", strerror(errno));
+                return app_child_fail(e, errno, "stdio", "cannot close the supervisor's descriptors: %s",
+                                      strerror(errno));
         return 0;
 }
 
-static int child_reset_signals(struct exec_error *e)
+int app_child_reset_signals(struct exec_error *e)
 {
         struct sigaction sa = {.sa_handler = SIG_DFL};
         for (int sig = 1; sig < NSIG; sig++)
@@ -89,7 +90,7 @@ static int child_reset_signals(struct exec_error *e)
         sigset_t none;
         sigemptyset(&none);
         if (sigprocmask(SIG_SETMASK, &none, NULL) < 0)
-                return child_fail(e, errno, "app", "cannot unblock signals: %s", strerror(errno));
+                return app_child_fail(e, errno, "app", "cannot unblock signals: %s", strerror(errno));
         return 0;
 }
 
@@ -100,11 +101,11 @@ static int child_reset_signals(struct exec_error *e)
  */
 static int child_prepare(const struct launch_plan *p, int *error_fd, struct exec_error *e)
 {
-        int r = child_reset_signals(e);
+        int r = app_child_reset_signals(e);
         if (r < 0)
                 return r;
         if (setsid() < 0)
-                return child_fail(e, errno, "tty", "cannot start a new session: %s", strerror(errno));
+                return app_child_fail(e, errno, "tty", "cannot start a new session: %s", strerror(errno));
         int slave = -1;
         if (p->tty_master >= 0) {
                 slave = child_open_tty(p, e);
@@ -126,9 +127,9 @@ static int child_wait_for_start(struct exec_error *e)
                 n = read(CHILD_GO_FD, &go, 1);
         while (n < 0 && errno == EINTR);
         if (n < 0)
-                return child_fail(e, errno, "app", "cannot read the start signal: %s", strerror(errno));
+                return app_child_fail(e, errno, "app", "cannot read the start signal: %s", strerror(errno));
         if (n == 0)
-                return child_fail(e, ECANCELED, "app", "the launch was cancelled before the start");
+                return app_child_fail(e, ECANCELED, "app", "the launch was cancelled before the start");
         return 0;
 }
 
@@ -137,11 +138,13 @@ static int child_set_ids(const struct launch_plan *p, struct exec_error *e)
 {
         /* a user namespace with setgroups "deny" keeps what it inherited; launch refused explicit groups there */
         if (!p->setgroups_denied && setgroups(p->n_groups, p->groups) < 0)
-                return child_fail(e, errno, "groups", "cannot set the supplementary groups: %s", strerror(errno));
+                return app_child_fail(e, errno, "groups", "cannot set the supplementary groups: %s", strerror(errno));
         if (setresgid(p->gid, p->gid, p->gid) < 0)
-                return child_fail(e, errno, "gid", "cannot switch to gid %u: %s", (unsigned)p->gid, strerror(errno));
+                return app_child_fail(e, errno, "gid", "cannot switch to gid %u: %s", (unsigned)p->gid,
+                                      strerror(errno));
         if (setresuid(p->uid, p->uid, p->uid) < 0)
-                return child_fail(e, errno, "uid", "cannot switch to uid %u: %s", (unsigned)p->uid, strerror(errno));
+                return app_child_fail(e, errno, "uid", "cannot switch to uid %u: %s", (unsigned)p->uid,
+                                      strerror(errno));
         return 0;
 }
 
@@ -149,22 +152,22 @@ static int child_exec_failed(const struct launch_plan *p, int code, struct exec_
 {
         const char *cmd = p->argv[0];
         if (code == ENOENT && !strchr(cmd, '/'))
-                return child_fail(e, code, "argv", "no such command '%.200s' in the enclave (PATH=%.200s)", cmd,
-                                  p->path);
+                return app_child_fail(e, code, "argv", "no such command '%.200s' in the enclave (PATH=%.200s)", cmd,
+                                      p->path);
         if (code == ENOENT)
-                return child_fail(e, code, "argv", "no such file '%.200s' in the enclave", cmd);
+                return app_child_fail(e, code, "argv", "no such file '%.200s' in the enclave", cmd);
         if (code == EACCES)
-                return child_fail(e, code, "argv", "'%.200s' is not executable in the enclave (permission denied)",
-                                  cmd);
-        return child_fail(e, code, "argv", "cannot execute '%.200s': %s", cmd, strerror(code));
+                return app_child_fail(e, code, "argv", "'%.200s' is not executable in the enclave (permission denied)",
+                                      cmd);
+        return app_child_fail(e, code, "argv", "cannot execute '%.200s': %s", cmd, strerror(code));
 }
 
 static int child_exec(const struct launch_plan *p, struct exec_error *e)
 {
         int r;
         if (p->cpus && sched_setaffinity(0, p->cpus_size, p->cpus) < 0)
-                return child_fail(e, errno, "cpus", "cannot pin the application to cpus %s: %s", p->cpus_desc,
-                                  strerror(errno));
+                return app_child_fail(e, errno, "cpus", "cannot pin the application to cpus %s: %s", p->cpus_desc,
+                                      strerror(errno));
         if (p->set_ids) {
                 r = child_set_ids(p, e);
                 if (r < 0)
@@ -172,13 +175,13 @@ static int child_exec(const struct launch_plan *p, struct exec_error *e)
         }
         /* after the drop: the directory is checked with the application's own rights */
         if (chdir(p->cwd) < 0)
-                return child_fail(e, errno, "cwd", "cannot chdir to '%.200s': %s", p->cwd, strerror(errno));
+                return app_child_fail(e, errno, "cwd", "cannot chdir to '%.200s': %s", p->cwd, strerror(errno));
         /* the supervisor raised its own limit to hold many logs; programs expect the usual one */
         if (setrlimit(RLIMIT_NOFILE, &p->nofile) < 0)
-                return child_fail(e, errno, "app", "cannot restore the open-file limit: %s", strerror(errno));
+                return app_child_fail(e, errno, "app", "cannot restore the open-file limit: %s", strerror(errno));
         /* execvpe searches the PATH of this process, not the one in envp */
         if (setenv("PATH", p->path, 1) < 0)
-                return child_fail(e, errno, "env", "cannot set the command search path: %s", strerror(errno));
+                return app_child_fail(e, errno, "env", "cannot set the command search path: %s", strerror(errno));
         execvpe(p->argv[0], p->argv, p->envp);
         return child_exec_failed(p, errno, e);
 }

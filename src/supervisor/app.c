@@ -5,7 +5,10 @@
  * is done or has failed, the supervisor (PID 1, so the parent of everything
  * left over) reaps it and keeps its exit status and rusage until tesserad
  * `forget`s the record, so nothing is lost while tesserad is down.  Records
- * are found by name; there are at most MAX_APPS of them.
+ * are found by name; there are at most MAX_APPS of them.  `stem` forks a
+ * child ahead of any launch (stem.c) and records it under a name of its own;
+ * a launch that names it hands it the plan instead of forking, and the
+ * application's record takes the stem's place.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -34,18 +37,16 @@ static const char *const state_names[] = {
         [APP_STARTING] = "starting",
         [APP_RUNNING] = "running",
         [APP_EXITED] = "exited",
+        [APP_STEM] = "stem",
 };
 
 /* ---- records ---- */
 
-static struct app *app_find(struct supervisor *s, const char *name, size_t *ret_index)
+static struct app *app_find(struct supervisor *s, const char *name)
 {
         for (size_t i = 0; i < s->n_apps; i++)
-                if (STREQ(s->apps[i]->name, name)) {
-                        if (ret_index)
-                                *ret_index = i;
+                if (STREQ(s->apps[i]->name, name))
                         return s->apps[i];
-                }
         return NULL;
 }
 
@@ -57,14 +58,13 @@ static struct app *app_find_pid(struct supervisor *s, pid_t pid)
         return NULL;
 }
 
-static int app_lookup(struct supervisor *s, struct call *c, struct app **ret, size_t *ret_index,
-                      struct tessera_error *err)
+static int app_lookup(struct supervisor *s, struct call *c, struct app **ret, struct tessera_error *err)
 {
         const char *name;
         int r = req_app(c->request, &name, err);
         if (r < 0)
                 return r;
-        *ret = app_find(s, name, ret_index);
+        *ret = app_find(s, name);
         if (!*ret)
                 return tessera_error_field(err, ENOENT, "app", "no application '%s' in enclave '%s'", name, s->enclave);
         return 0;
@@ -76,7 +76,7 @@ static struct app *app_new(const char *name)
         if (!a)
                 return NULL;
         snprintf(a->name, sizeof(a->name), "%s", name);
-        a->go_fd = a->error_fd = -1;
+        a->go_fd = a->error_fd = a->spec_fd = -1;
         a->log = (struct log_relay){.pipe_fd = -1, .dir_fd = -1, .file_fd = -1};
         a->exit_code = a->signal = -1;
         return a;
@@ -96,6 +96,7 @@ static void app_free(struct app *a)
         if (!a)
                 return;
         app_close_start_pipes(a);
+        closep(&a->spec_fd);
         log_drain(&a->log, a->name);
         log_close(&a->log, a->name);
         free(a->error);
@@ -105,6 +106,22 @@ static void app_free(struct app *a)
 static void app_freep(struct app **a)
 {
         app_free(*a);
+}
+
+static void app_drop(struct supervisor *s, struct app *a)
+{
+        for (size_t i = 0; i < s->n_apps; i++)
+                if (s->apps[i] == a) {
+                        s->apps[i] = s->apps[--s->n_apps];
+                        break;
+                }
+        app_free(a);
+}
+
+/* A stem's record, alive (APP_STEM) or dead (APP_EXITED), until a launch takes it or it is forgotten. */
+static bool app_is_stem(const struct app *a)
+{
+        return a->spec_fd >= 0;
 }
 
 static void app_set_error(struct app *a, const char *field, const char *msg)
@@ -242,6 +259,7 @@ int apps_poll_timeout_ms(const struct supervisor *s)
 
 struct launch_request {
         const char *app;
+        const char *stem;  /* the stem to hand the plan to, or NULL to fork */
         const char *stdio; /* "pass", "log", or NULL with a tty */
         bool tty;
         char cpus_desc[256];
@@ -305,6 +323,8 @@ static int launch_parse(struct supervisor *s, json_t *req, struct launch_request
         struct launch_plan *p = &lr->plan;
         size_t n;
         int r = req_app(req, &lr->app, err);
+        if (r >= 0)
+                r = req_name(req, "stem", false, &lr->stem, err);
         if (r >= 0)
                 r = req_strings(req, "argv", &argv_limits, &p->argv, &n, err);
         if (r >= 0 && p->argv[0][0] == '\0')
@@ -400,28 +420,6 @@ static int launch_prepare_stdio(struct call *c, struct launch_request *lr, struc
         return 0;
 }
 
-static int launch_fork(struct supervisor *s, struct launch_request *lr, struct launch_fds *f, pid_t *ret_pid,
-                       struct tessera_error *err)
-{
-        if (pipe2(f->go, O_CLOEXEC) < 0 || pipe2(f->error, O_CLOEXEC) < 0)
-                return tessera_error_set(err, errno, "cannot create the start pipes: %s", strerror(errno));
-        lr->plan.go_fd = f->go[0];
-        lr->plan.error_fd = f->error[1];
-        pid_t pid = fork();
-        if (pid < 0)
-                return tessera_error_set(err, errno, "cannot fork application '%s': %s", lr->app, strerror(errno));
-        if (pid == 0)
-                app_child_run(&lr->plan);
-        /* the child's ends: the error pipe must read EOF once the exec closes the child's copy */
-        closep(&f->go[0]);
-        closep(&f->error[1]);
-        closep(&f->log_write);
-        closep(&f->null);
-        f->go[0] = f->error[1] = f->log_write = f->null = -1;
-        *ret_pid = pid;
-        return 0;
-}
-
 static void kill_and_reap(pid_t pid)
 {
         (void)kill(pid, SIGKILL);
@@ -429,21 +427,127 @@ static void kill_and_reap(pid_t pid)
                 ;
 }
 
+static int stem_gone(const char *name, struct tessera_error *err)
+{
+        return tessera_error_field(err, ESRCH, "stem", "stem '%s' is gone", name);
+}
+
+/* The stem a launch names: alive and unused.  A dead one's record is dropped. */
+static int launch_find_stem(struct supervisor *s, const char *name, struct app **ret, struct tessera_error *err)
+{
+        /* one killed from outside is seen dead now, rather than after the launch */
+        apps_reap(s);
+        struct app *a = app_find(s, name);
+        if (!a)
+                return tessera_error_field(err, ENOENT, "stem", "no stem '%s' in enclave '%s'", name, s->enclave);
+        if (!app_is_stem(a))
+                return tessera_error_field(err, EINVAL, "stem", "'%s' is an application (%s), not a stem", name,
+                                           state_names[a->state]);
+        if (a->state != APP_STEM) {
+                app_drop(s, a);
+                return stem_gone(name, err);
+        }
+        *ret = a;
+        return 0;
+}
+
+/* Room for a new record named `name`; a stem being used gives its record (and its name) to the application. */
+static int check_room(struct supervisor *s, const char *name, const struct app *stem, struct tessera_error *err)
+{
+        const struct app *same = app_find(s, name);
+        if (same && same != stem)
+                return tessera_error_field(err, EEXIST, "app", "%s '%s' exists already in enclave '%s'",
+                                           app_is_stem(same) ? "stem" : "application", name, s->enclave);
+        if (!stem && s->n_apps >= MAX_APPS)
+                return tessera_error_field(err, ENOSPC, "app",
+                                           "enclave '%s' keeps %d records (applications and stems) already; forget "
+                                           "exited ones",
+                                           s->enclave, MAX_APPS);
+        return 0;
+}
+
+static int launch_fork(struct launch_request *lr, pid_t *ret_pid, struct tessera_error *err)
+{
+        pid_t pid = fork();
+        if (pid < 0)
+                return tessera_error_set(err, errno, "cannot fork application '%s': %s", lr->app, strerror(errno));
+        if (pid == 0)
+                app_child_run(&lr->plan);
+        *ret_pid = pid;
+        return 0;
+}
+
+/* The stem gets the plan; its record is dropped, the application's takes its place. */
+static int launch_into_stem(struct supervisor *s, struct launch_request *lr, struct app *stem, pid_t *ret_pid,
+                            struct tessera_error *err)
+{
+        int r = stem_send_plan(stem->spec_fd, &lr->plan, err);
+        if (r == -EPIPE || r == -ECONNRESET) {
+                /*
+                 * Dead, yet the reaper did not see it: still exiting, or a zombie only a tracer sees until it lets
+                 * go.  No wait here, then: unreaped, its pid stays ours, and the reaper takes it later, unrecorded.
+                 */
+                (void)kill(stem->pid, SIGKILL);
+                app_drop(s, stem);
+                return stem_gone(lr->stem, err);
+        }
+        if (r < 0)
+                return r;
+        *ret_pid = stem->pid;
+        app_drop(s, stem);
+        return 0;
+}
+
+/* The child that runs the plan: a new fork, or the stem given. */
+static int launch_spawn(struct supervisor *s, struct launch_request *lr, struct app *stem, struct launch_fds *f,
+                        pid_t *ret_pid, struct tessera_error *err)
+{
+        if (pipe2(f->go, O_CLOEXEC) < 0 || pipe2(f->error, O_CLOEXEC) < 0)
+                return tessera_error_set(err, errno, "cannot create the start pipes: %s", strerror(errno));
+        lr->plan.go_fd = f->go[0];
+        lr->plan.error_fd = f->error[1];
+        int r = stem ? launch_into_stem(s, lr, stem, ret_pid, err) : launch_fork(lr, ret_pid, err);
+        if (r < 0)
+                return r;
+        /* the child's ends: the error pipe must read EOF once the exec closes the child's copy */
+        closep(&f->go[0]);
+        closep(&f->error[1]);
+        closep(&f->log_write);
+        closep(&f->null);
+        f->go[0] = f->error[1] = f->log_write = f->null = -1;
+        return 0;
+}
+
+/* {"ns_pid"} and a pidfd of the child, as launch and stem answer; without them the child is killed. */
+static int reply_with_child(struct call *c, pid_t pid, const char *name, struct tessera_error *err)
+{
+        int pidfd = pidfd_open(pid, 0);
+        int code = pidfd < 0 ? errno : ENOMEM;
+        json_t *result = pidfd >= 0 ? json_pack("{s:i}", "ns_pid", (int)pid) : NULL;
+        if (!result) {
+                if (pidfd >= 0)
+                        close(pidfd);
+                kill_and_reap(pid);
+                return tessera_error_set(err, code, "cannot hand out '%s': %s", name, strerror(code));
+        }
+        c->result = result;
+        c->fds_out[c->n_fds_out++] = pidfd;
+        return 0;
+}
+
 int op_launch(struct supervisor *s, struct call *c, struct tessera_error *err)
 {
         _cleanup_(launch_request_done) struct launch_request lr = {0};
+        struct app *stem = NULL;
         int r = launch_parse(s, c->request, &lr, err);
         if (r >= 0)
                 r = launch_check_fds(c, &lr, err);
+        if (r >= 0 && lr.stem)
+                r = launch_find_stem(s, lr.stem, &stem, err);
+        if (r >= 0)
+                r = check_room(s, lr.app, stem, err);
         if (r < 0)
                 return r;
-        if (app_find(s, lr.app, NULL))
-                return tessera_error_field(err, EEXIST, "app", "application '%s' exists already in enclave '%s'",
-                                           lr.app, s->enclave);
-        if (s->n_apps >= MAX_APPS)
-                return tessera_error_field(err, ENOSPC, "app",
-                                           "enclave '%s' keeps %d application records already; forget exited ones",
-                                           s->enclave, MAX_APPS);
         _cleanup_(app_freep) struct app *a = app_new(lr.app);
         if (!a)
                 return tessera_error_set(err, ENOMEM, "out of memory");
@@ -452,28 +556,42 @@ int op_launch(struct supervisor *s, struct call *c, struct tessera_error *err)
         if (r < 0)
                 return r;
         pid_t pid = -1;
-        r = launch_fork(s, &lr, &f, &pid, err);
+        r = launch_spawn(s, &lr, stem, &f, &pid, err);
+        if (r >= 0)
+                r = reply_with_child(c, pid, lr.app, err);
         if (r < 0)
                 return r;
-        int pidfd = pidfd_open(pid, 0);
-        json_t *result = pidfd >= 0 ? json_pack("{s:i}", "ns_pid", (int)pid) : NULL;
-        if (!result) {
-                r = tessera_error_set(err, pidfd < 0 ? errno : ENOMEM, "cannot hand out application '%s': %s", lr.app,
-                                      strerror(pidfd < 0 ? errno : ENOMEM));
-                if (pidfd >= 0)
-                        close(pidfd);
-                kill_and_reap(pid);
-                return r;
-        }
         a->pid = pid;
         a->state = APP_STARTING;
         a->go_fd = TAKE_FD(f.go[1]);
         a->error_fd = TAKE_FD(f.error[0]);
         a->start_deadline_ns = now_ns() + s->start_timeout_ns;
-        c->result = result;
-        c->fds_out[c->n_fds_out++] = pidfd;
         if (f.master >= 0)
                 c->fds_out[c->n_fds_out++] = TAKE_FD(f.master);
+        s->apps[s->n_apps++] = TAKE_PTR(a);
+        return 0;
+}
+
+int op_stem(struct supervisor *s, struct call *c, struct tessera_error *err)
+{
+        const char *name;
+        int r = req_app(c->request, &name, err);
+        if (r >= 0)
+                r = check_room(s, name, NULL, err);
+        if (r < 0)
+                return r;
+        _cleanup_(app_freep) struct app *a = app_new(name);
+        if (!a)
+                return tessera_error_set(err, ENOMEM, "out of memory");
+        pid_t pid = -1;
+        r = stem_fork(&a->spec_fd, &pid, err);
+        if (r >= 0)
+                r = reply_with_child(c, pid, name, err);
+        if (r < 0)
+                return r;
+        /* no start deadline: tesserad keeps its stems as long as it likes */
+        a->pid = pid;
+        a->state = APP_STEM;
         s->apps[s->n_apps++] = TAKE_PTR(a);
         return 0;
 }
@@ -520,9 +638,13 @@ static int start_error_of_exited(const struct app *a, struct tessera_error *err)
 int op_start(struct supervisor *s, struct call *c, struct tessera_error *err)
 {
         struct app *a;
-        int r = app_lookup(s, c, &a, NULL, err);
+        int r = app_lookup(s, c, &a, err);
         if (r < 0)
                 return r;
+        if (app_is_stem(a))
+                return tessera_error_field(err, EINVAL, "app",
+                                           "'%s' is a stem, not an application: launch one into it (\"stem\": \"%s\")",
+                                           a->name, a->name);
         if (a->state == APP_RUNNING)
                 return tessera_error_field(err, EALREADY, "app", "application '%s' has started already", a->name);
         if (a->state == APP_EXITED)
@@ -582,7 +704,7 @@ int op_collect(struct supervisor *s, struct call *c, struct tessera_error *err)
         /* tesserad may ask as soon as its pidfd says the process ended, before our SIGCHLD is read */
         apps_reap(s);
         struct app *a;
-        int r = app_lookup(s, c, &a, NULL, err);
+        int r = app_lookup(s, c, &a, err);
         if (r < 0)
                 return r;
         c->result = app_json(a);
@@ -593,12 +715,11 @@ int op_forget(struct supervisor *s, struct call *c, struct tessera_error *err)
 {
         apps_reap(s);
         struct app *a;
-        size_t i;
-        int r = app_lookup(s, c, &a, &i, err);
+        int r = app_lookup(s, c, &a, err);
         if (r < 0)
                 return r;
-        if (a->state == APP_STARTING && a->go_fd >= 0) {
-                /* never started: forgetting it cancels the launch (it waits in a read, so SIGKILL ends it at once) */
+        if (a->state == APP_STEM || (a->state == APP_STARTING && a->go_fd >= 0)) {
+                /* a stem, or never started: forgetting it ends it (it waits in a read, so SIGKILL ends it at once) */
                 app_set_error(a, "app", "cancelled before the start");
                 (void)kill(a->pid, SIGKILL);
                 app_reap_now(a);
@@ -606,8 +727,7 @@ int op_forget(struct supervisor *s, struct call *c, struct tessera_error *err)
         if (a->state != APP_EXITED)
                 return tessera_error_field(err, EBUSY, "app", "application '%s' is %s; kill it first", a->name,
                                            a->state == APP_RUNNING ? "still running" : "being killed");
-        s->apps[i] = s->apps[--s->n_apps];
-        app_free(a);
+        app_drop(s, a);
         c->result = json_object();
         return c->result ? 0 : tessera_error_set(err, ENOMEM, "out of memory");
 }
@@ -629,7 +749,7 @@ int op_kill(struct supervisor *s, struct call *c, struct tessera_error *err)
 {
         apps_reap(s);
         struct app *a;
-        int r = app_lookup(s, c, &a, NULL, err);
+        int r = app_lookup(s, c, &a, err);
         if (r < 0)
                 return r;
         json_t *sig = json_object_get(c->request, "signal");
@@ -637,6 +757,13 @@ int op_kill(struct supervisor *s, struct call *c, struct tessera_error *err)
                 return tessera_error_field(err, EINVAL, "signal", "signal: must be a number from 1 to 64");
         if (a->state == APP_EXITED)
                 return tessera_error_field(err, ESRCH, "app", "application '%s' has exited already", a->name);
+        if (a->state == APP_STEM) {
+                /* nothing runs there yet: whatever the signal, the stem ends and its record goes */
+                kill_and_reap(a->pid);
+                app_drop(s, a);
+                c->result = json_object();
+                return c->result ? 0 : tessera_error_set(err, ENOMEM, "out of memory");
+        }
         /* our own unreaped child: the pid cannot have been reused */
         if (kill(a->pid, (int)json_integer_value(sig)) < 0)
                 return tessera_error_set(err, errno, "cannot signal application '%s': %s", a->name, strerror(errno));

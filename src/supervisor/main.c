@@ -8,7 +8,8 @@
  * re-parented to it.  It answers only tesserad: a peer outside its pid
  * namespace running as root of the parent user namespace; everything inside
  * the enclave is untrusted.  Requests are dispatched through `ops[]`: ping
- * and shutdown here, the application operations in app.c, `open` in files.c.
+ * and shutdown here, the application operations (and `stem`) in app.c,
+ * `open` in files.c.
  * The loop also copies the output of "log" applications (log.c) and kills
  * launched children that are never started.
  */
@@ -150,9 +151,9 @@ static const struct op {
         const char *name;
         op_handler handler;
 } ops[] = {
-        {"ping", op_ping},   {"shutdown", op_shutdown}, {"launch", op_launch},
-        {"start", op_start}, {"collect", op_collect},   {"forget", op_forget},
-        {"apps", op_apps},   {"kill", op_kill},         {"open", op_open},
+        {"ping", op_ping},       {"shutdown", op_shutdown}, {"launch", op_launch}, {"start", op_start},
+        {"collect", op_collect}, {"forget", op_forget},     {"apps", op_apps},     {"kill", op_kill},
+        {"open", op_open},       {"stem", op_stem},
 };
 
 static int dispatch(struct supervisor *s, struct call *c, struct tessera_error *err)

@@ -67,17 +67,23 @@ int req_id(json_t *req, const char *field, uint32_t *ret, struct tessera_error *
         return id_value(v, field, ret, err);
 }
 
-int req_app(json_t *req, const char **ret, struct tessera_error *err)
+int req_name(json_t *req, const char *field, bool required, const char **ret, struct tessera_error *err)
 {
         const char *name;
-        int r = req_string(req, "app", true, 63, &name, err);
+        int r = req_string(req, field, required, 63, &name, err);
         if (r < 0)
                 return r;
-        if (!name_is_valid(name))
-                return tessera_error_field(err, EINVAL, "app",
-                                           "app: `%s` is not a valid name ([A-Za-z0-9][A-Za-z0-9_.-]{0,62})", name);
+        if (name && !name_is_valid(name))
+                return tessera_error_field(err, EINVAL, field,
+                                           "%s: `%s` is not a valid name ([A-Za-z0-9][A-Za-z0-9_.-]{0,62})", field,
+                                           name);
         *ret = name;
         return 0;
+}
+
+int req_app(json_t *req, const char **ret, struct tessera_error *err)
+{
+        return req_name(req, "app", true, ret, err);
 }
 
 int req_absolute_path(json_t *req, const char *field, bool required, const char **ret, struct tessera_error *err)

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * tessera-supervisor internals: the state shared by the loop (main.c), the
- * application records (app.c, app-child.c, log.c), `open` (files.c) and the
- * request field readers (request.c).  One thread: nothing here is locked.
+ * application records (app.c, app-child.c, stem.c, log.c), `open` (files.c)
+ * and the request field readers (request.c).  One thread: nothing here is
+ * locked.
  */
 #ifndef TESSERA_SUPERVISOR_H
 #define TESSERA_SUPERVISOR_H
@@ -17,15 +18,16 @@
 
 #define LISTEN_FD       3
 #define MAX_CONNECTIONS 32
-#define MAX_APPS        4096 /* records, exited ones included, until `forget` */
+#define MAX_APPS        4096 /* records, stems and exited ones included, until `forget` */
 
 /* Longest strings of a request (bytes, without the NUL). */
 #define MAX_PATH_LEN 4096
 
 enum app_state {
-        APP_STARTING, /* forked, waiting for `start` */
+        APP_STARTING, /* forked (or a stem given its plan), waiting for `start` */
         APP_RUNNING,  /* exec'd */
         APP_EXITED,   /* reaped; kept until `forget` */
+        APP_STEM,     /* forked by `stem`, waiting for a launch plan (no start deadline) */
 };
 
 /* Output of a "log" application: a pipe the loop copies into <app>.log in tesserad's directory. */
@@ -43,6 +45,7 @@ struct app {
         enum app_state state;
         int go_fd;                  /* write end of the child's start pipe, until `start` */
         int error_fd;               /* read end of the child's exec error pipe, until `start` */
+        int spec_fd;                /* a stem's end of its plan socket; kept once it died, so it is known as one */
         uint64_t start_deadline_ns; /* killed when not started by then; 0 when started or killed */
         struct log_relay log;       /* pipe_fd -1 without "log" */
         int exit_code;              /* -1: none (killed, or not exited) */
@@ -90,6 +93,7 @@ int op_collect(struct supervisor *s, struct call *c, struct tessera_error *err);
 int op_forget(struct supervisor *s, struct call *c, struct tessera_error *err);
 int op_apps(struct supervisor *s, struct call *c, struct tessera_error *err);
 int op_kill(struct supervisor *s, struct call *c, struct tessera_error *err);
+int op_stem(struct supervisor *s, struct call *c, struct tessera_error *err);
 /* Reaps every child that has ended, recording those that are applications. */
 void apps_reap(struct supervisor *s);
 /* Kills launched children whose start deadline passed. */
@@ -115,6 +119,8 @@ int req_string(json_t *req, const char *field, bool required, size_t max_len, co
 int req_bool(json_t *req, const char *field, bool def, bool *ret, struct tessera_error *err);
 /* A uid or gid: 0 .. 2^32-2 ((uid_t)-1 means "unchanged" to the kernel). */
 int req_id(json_t *req, const char *field, uint32_t *ret, struct tessera_error *err);
+/* A record name ([A-Za-z0-9][A-Za-z0-9_.-]{0,62}); NULL when absent and not required. */
+int req_name(json_t *req, const char *field, bool required, const char **ret, struct tessera_error *err);
 int req_app(json_t *req, const char **ret, struct tessera_error *err);
 int req_absolute_path(json_t *req, const char *field, bool required, const char **ret, struct tessera_error *err);
 
@@ -163,6 +169,20 @@ struct exec_error {
         char msg[496];
 };
 
+/* From the fork (or a stem's receipt of its plan) to the exec. */
 _Noreturn void app_child_run(const struct launch_plan *p);
+/* Default actions, nothing blocked: what every child of the supervisor starts with. */
+int app_child_reset_signals(struct exec_error *e);
+int app_child_fail(struct exec_error *e, int code, const char *field, const char *fmt, ...)
+        __attribute__((format(printf, 4, 5)));
+
+/* stem.c */
+/* Forks a stem: it keeps only its end of a SOCK_SEQPACKET pair (ours in *ret_spec_fd) and waits there. */
+int stem_fork(int *ret_spec_fd, pid_t *ret_pid, struct tessera_error *err);
+/*
+ * Sends a stem its plan with the plan's descriptors; the stem then runs
+ * app_child_run().  -EPIPE (or -ECONNRESET) when the stem has died.
+ */
+int stem_send_plan(int spec_fd, const struct launch_plan *p, struct tessera_error *err);
 
 #endif

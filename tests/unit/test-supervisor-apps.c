@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/fsuid.h>
 #include <sys/pidfd.h>
+#include <sys/ptrace.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -232,6 +233,7 @@ struct launch_opts {
         json_t *cpus;   /* stolen */
         json_t *groups; /* stolen */
         const char *cwd;
+        const char *stem; /* launch into this stem rather than a new fork */
 };
 
 struct launched {
@@ -260,6 +262,8 @@ static json_t *launch_request(const char *app, const char *const *argv, const st
         json_object_set_new(req, "tty", json_boolean(o->tty));
         if (o->stdio || !o->tty)
                 json_object_set_new(req, "stdio", json_string(o->stdio ? o->stdio : "pass"));
+        if (o->stem)
+                json_object_set_new(req, "stem", json_string(o->stem));
         return req;
 }
 
@@ -607,8 +611,9 @@ static void test_start_failures(struct sup *s)
                 json_t *a = json_array_get(list, i);
                 const char *st = json_string_value(json_object_get(a, "state"));
                 const char *name = json_string_value(json_object_get(a, "app"));
-                /* "never" waits for its start deadline on purpose */
-                none_alive = none_alive && st && name && (STREQ(st, "exited") || STREQ(name, "never"));
+                /* "never" waits for its start deadline on purpose; stems wait alongside */
+                none_alive =
+                        none_alive && st && name && (STREQ(st, "exited") || STREQ(st, "stem") || STREQ(name, "never"));
         }
         ok(none_alive, "%s: no record stays starting or running", s->what);
         json_decref(list);
@@ -1285,12 +1290,332 @@ static int count_fds(pid_t pid)
         return n;
 }
 
+/* ---- stems ---- */
+
+/* `stem` NAME: *ret gets its pidfd and ns_pid. */
+static int make_stem(struct sup *s, const char *name, struct launched *ret, struct tessera_error *err)
+{
+        int out[PROTO_MAX_FDS];
+        size_t n_out = PROTO_MAX_FDS;
+        json_t *result = NULL;
+        *ret = (struct launched){.pidfd = -1, .master = -1, .ns_pid = -1};
+        int r = rpc(s, request("stem", name), NULL, 0, &result, out, &n_out, err);
+        if (r >= 0)
+                ret->ns_pid = (int)int_field(result, "ns_pid");
+        json_decref(result);
+        if (r >= 0 && n_out == 1) {
+                ret->pidfd = out[0];
+                return 0;
+        }
+        for (size_t i = 0; i < n_out; i++)
+                close(out[i]);
+        return r < 0 ? r : tessera_error_set(err, EPROTO, "stem answered with %zu descriptors", n_out);
+}
+
+/* The state `collect` gives for name ("" when there is no such record). */
+static const char *record_state(struct sup *s, const char *name, char *buf, size_t n)
+{
+        struct tessera_error err = {0};
+        json_t *c = NULL;
+        const char *state =
+                simple_call(s, "collect", name, &c, &err) == 0 ? json_string_value(json_object_get(c, "state")) : NULL;
+        snprintf(buf, n, "%s", state ? state : "");
+        json_decref(c);
+        return buf;
+}
+
+/* A stem sheds the supervisor's descriptors right after its fork: wait until it holds `want`. */
+static int wait_fds(pid_t pid, int want)
+{
+        int n = -1;
+        for (int i = 0; i < 100 && (n = count_fds(pid)) != want; i++)
+                usleep(10000);
+        return n;
+}
+
+static bool pidfd_ended(int pidfd, int timeout_ms)
+{
+        struct pollfd pfd = {.fd = pidfd, .events = POLLIN};
+        return poll(&pfd, 1, timeout_ms) == 1;
+}
+
+/* Whether `apps` lists name with that state and ns_pid. */
+static bool apps_lists(struct sup *s, const char *name, const char *state, int ns_pid)
+{
+        struct tessera_error err = {0};
+        json_t *list = NULL;
+        bool found = false;
+        simple_call(s, "apps", NULL, &list, &err);
+        for (size_t i = 0; i < json_array_size(list); i++) {
+                json_t *a = json_array_get(list, i);
+                const char *n = json_string_value(json_object_get(a, "app"));
+                const char *st = json_string_value(json_object_get(a, "state"));
+                if (n && st && STREQ(n, name))
+                        found = STREQ(st, state) && int_field(a, "ns_pid") == ns_pid;
+        }
+        json_decref(list);
+        return found;
+}
+
+static void test_stem_launch(struct sup *s)
+{
+        struct tessera_error err = {0};
+        char state[32];
+        struct launched st, l;
+        int r = make_stem(s, "st-true", &st, &err);
+        if (!ok(r == 0 && st.ns_pid > 1, "%s: stem forks a stem (ns pid %d) %s", s->what, st.ns_pid, err.msg))
+                return;
+        pid_t pid = pidfd_host_pid(st.pidfd);
+        int held = wait_fds(pid, 1);
+        ok(held == 1, "%s: a stem holds only its plan socket: %d descriptors", s->what, held);
+        ok(apps_lists(s, "st-true", "stem", st.ns_pid), "%s: apps lists it as a stem", s->what);
+        ok(STREQ(record_state(s, "st-true", state, sizeof(state)), "stem"), "%s: collect says `%s`", s->what, state);
+        ok(start(s, "st-true", &err) == -EINVAL && STREQ(err.field, "app"), "%s: start of a stem is refused: %s",
+           s->what, err.msg);
+        struct launch_opts o = {.stem = "st-true"};
+        r = launch(s, "via-stem", (const char *const[]){"/bin/true", NULL}, &o, &l, &err);
+        ok(r == 0 && l.ns_pid == st.ns_pid && pidfd_host_pid(l.pidfd) == pid,
+           "%s: launch into the stem: the stem's process (ns pid %d) %s", s->what, l.ns_pid, r == 0 ? "" : err.msg);
+        if (r < 0) {
+                forget(s, "st-true", &err);
+                launched_close(&st);
+                return;
+        }
+        held = wait_fds(pid, 5);
+        ok(held == 5, "%s: the stem given its plan holds what a launched child holds (5): %d", s->what, held);
+        ok(STREQ(record_state(s, "st-true", state, sizeof(state)), "") &&
+                   apps_lists(s, "via-stem", "starting", l.ns_pid),
+           "%s: the record is the application's now (stem's: `%s`)", s->what, state);
+        r = start(s, "via-stem", &err);
+        ok(r == 0, "%s: start it %s", s->what, r == 0 ? "" : err.msg);
+        json_t *c = wait_exited(s, "via-stem", l.pidfd, &err);
+        ok(c && int_field(c, "exit_code") == 0 && null_field(c, "signal"), "%s: /bin/true through a stem exits 0 %s",
+           s->what, c ? "" : err.msg);
+        json_decref(c);
+        ok(forget(s, "via-stem", &err) == 0, "%s: forget it", s->what);
+        launched_close(&l);
+        launched_close(&st);
+
+        /* the stem's name may go on as the application's */
+        if (make_stem(s, "same", &st, &err) == 0) {
+                o.stem = "same";
+                c = run_app(s, "same", (const char *const[]){"sh", "-c", "exit 4", NULL}, &o, &err);
+                ok(c && int_field(c, "exit_code") == 4, "%s: an application named as its stem exits 4 %s", s->what,
+                   c ? "" : err.msg);
+                json_decref(c);
+                forget(s, "same", &err);
+                launched_close(&st);
+        }
+}
+
+static void test_stem_stdio(struct sup *s)
+{
+        struct tessera_error err = {0};
+        struct launched st, l;
+        char out[4096];
+
+        struct launch_opts o = {.stem = "st-pass"};
+        make_stem(s, "st-pass", &st, &err);
+        json_t *r = run_captured(s, "pass-stem",
+                                 (const char *const[]){"sh", "-c", "echo out; echo err >&2; read x || echo eof", NULL},
+                                 &o, out, sizeof(out), &err);
+        ok(r && int_field(r, "exit_code") == 0 && strstr(out, "out\n") && strstr(out, "err\n") && strstr(out, "eof\n"),
+           "%s: stdio pass through a stem: %s", s->what, r ? out : err.msg);
+        json_decref(r);
+        forget(s, "pass-stem", &err);
+        launched_close(&st);
+
+        char dir[PATH_MAX], log[PATH_MAX + 32];
+        snprintf(dir, sizeof(dir), "%s/stemlogs-XXXXXX", tmpdir);
+        if (mkdtemp(dir) && chown(dir, s->base, s->base) == 0) {
+                int dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                struct launch_opts lo = {.stdio = "log", .fds = {dir_fd}, .n_fds = 1, .stem = "st-log"};
+                make_stem(s, "st-log", &st, &err);
+                r = run_app(s, "log-stem",
+                            (const char *const[]){"sh", "-c", "echo to-log; echo err-to-log >&2; read x || echo null",
+                                                  NULL},
+                            &lo, &err);
+                snprintf(log, sizeof(log), "%s/log-stem.log", dir);
+                ok(r && int_field(r, "exit_code") == 0 && file_contains(log, "to-log\nerr-to-log\nnull"),
+                   "%s: log mode through a stem: output in log-stem.log %s", s->what, r ? "" : err.msg);
+                json_decref(r);
+                forget(s, "log-stem", &err);
+                launched_close(&st);
+                close(dir_fd);
+        } else {
+                ok(0, "%s: a log directory for the stem: %s", s->what, strerror(errno));
+        }
+        remove_tree(dir);
+
+        struct launch_opts to = {.tty = true, .stem = "st-tty"};
+        make_stem(s, "st-tty", &st, &err);
+        int rc = launch(
+                s, "tty-stem",
+                (const char *const[]){"sh", "-c", "tty; test -t 0 && echo is-a-tty; read l; echo got-$l; exit 7", NULL},
+                &to, &l, &err);
+        if (ok(rc == 0 && l.master >= 0, "%s: tty launch into a stem returns a pty master %s", s->what, err.msg)) {
+                start(s, "tty-stem", &err);
+                bool is_tty = read_until(l.master, "is-a-tty", out, sizeof(out), 5000);
+                (void)!write(l.master, "hi\n", 3);
+                bool answered = read_until(l.master, "got-hi", out, sizeof(out), 5000);
+                json_t *c = wait_exited(s, "tty-stem", l.pidfd, &err);
+                ok(is_tty && answered && c && int_field(c, "exit_code") == 7,
+                   "%s: tty through a stem: on a pty, answers, exits 7 %s", s->what, c ? "" : err.msg);
+                json_decref(c);
+                launched_close(&l);
+        }
+        forget(s, "tty-stem", &err);
+        launched_close(&st);
+}
+
+static void test_stem_end(struct sup *s)
+{
+        struct tessera_error err = {0};
+        struct launched st, l;
+        char state[32];
+        struct launch_opts o = {.stem = "st-dead"};
+        if (make_stem(s, "st-dead", &st, &err) == 0) {
+                pidfd_send_signal(st.pidfd, SIGKILL, NULL, 0);
+                pidfd_ended(st.pidfd, 2000);
+                ok(launch(s, "on-dead", (const char *const[]){"true", NULL}, &o, &l, &err) == -ESRCH &&
+                           STREQ(err.field, "stem") && strstr(err.msg, "stem 'st-dead' is gone"),
+                   "%s: launch into a stem killed from outside: %s", s->what, err.msg);
+                ok(STREQ(record_state(s, "st-dead", state, sizeof(state)), "") &&
+                           STREQ(record_state(s, "on-dead", state, sizeof(state)), ""),
+                   "%s: the dead stem's record is dropped, no application recorded", s->what);
+                launched_close(&st);
+        }
+        /* dead, yet a zombie only its tracer sees: the supervisor learns it by sending, and must not wait for it */
+        if (make_stem(s, "st-traced", &st, &err) == 0) {
+                pid_t pid = pidfd_host_pid(st.pidfd);
+                if (ptrace(PTRACE_SEIZE, pid, NULL, NULL) == 0) {
+                        pidfd_send_signal(st.pidfd, SIGKILL, NULL, 0);
+                        bool dead = pidfd_ended(st.pidfd, 2000);
+                        o.stem = "st-traced";
+                        int r = launch(s, "on-traced", (const char *const[]){"true", NULL}, &o, &l, &err);
+                        ok(dead && r == -ESRCH && STREQ(err.field, "stem"),
+                           "%s: launch into a stem that died under a tracer: %s", s->what, err.msg);
+                        /* the tracer lets go: the zombie goes on to its parent, the supervisor */
+                        bool released = waitpid(pid, NULL, __WALL) == pid;
+                        bool reaped = false;
+                        for (int i = 0; i < 200 && !reaped; i++, usleep(10000))
+                                reaped = kill(pid, 0) < 0 && errno == ESRCH;
+                        ok(released && reaped && STREQ(record_state(s, "st-traced", state, sizeof(state)), ""),
+                           "%s: its record is dropped, the supervisor reaps it once the tracer lets go", s->what);
+                } else {
+                        skip("%s: a stem dying under a tracer: cannot ptrace it: %s", s->what, strerror(errno));
+                        forget(s, "st-traced", &err);
+                }
+                launched_close(&st);
+        }
+        err = (struct tessera_error){0};
+        if (make_stem(s, "st-forget", &st, &err) == 0) {
+                ok(forget(s, "st-forget", &err) == 0 && pidfd_ended(st.pidfd, 2000) &&
+                           STREQ(record_state(s, "st-forget", state, sizeof(state)), ""),
+                   "%s: forget of a stem ends it and drops its record %s", s->what, err.msg);
+                launched_close(&st);
+        }
+        err = (struct tessera_error){0};
+        if (make_stem(s, "st-kill", &st, &err) == 0) {
+                json_t *k = request("kill", "st-kill");
+                json_object_set_new(k, "signal", json_integer(SIGTERM));
+                ok(rpc(s, k, NULL, 0, NULL, NULL, NULL, &err) == 0 && pidfd_ended(st.pidfd, 2000) &&
+                           STREQ(record_state(s, "st-kill", state, sizeof(state)), ""),
+                   "%s: kill of a stem ends it and drops its record %s", s->what, err.msg);
+                launched_close(&st);
+        }
+        /* one that dies unused stays listed (exited) until forgotten, or until a launch names it */
+        err = (struct tessera_error){0};
+        if (make_stem(s, "st-died", &st, &err) == 0) {
+                pidfd_send_signal(st.pidfd, SIGKILL, NULL, 0);
+                json_t *c = wait_exited(s, "st-died", st.pidfd, &err);
+                ok(c && int_field(c, "signal") == SIGKILL, "%s: a stem killed from outside is recorded as exited (%s)",
+                   s->what, c ? "signal 9" : err.msg);
+                json_decref(c);
+                ok(forget(s, "st-died", &err) == 0, "%s: and forgotten %s", s->what, err.msg);
+                launched_close(&st);
+        }
+}
+
+static void test_stem_bad_input(struct sup *s)
+{
+        struct tessera_error err = {0};
+        struct launched st, st2, l, l2, occupied;
+        char state[32];
+        struct launch_opts o = {.stem = "no-such-stem"};
+        const char *const argv_true[] = {"true", NULL};
+
+        ok(launch(s, "x", argv_true, &o, &l, &err) == -ENOENT && STREQ(err.field, "stem"),
+           "%s: launch into an unknown stem: %s", s->what, err.msg);
+        o.stem = "../x";
+        ok(launch(s, "x", argv_true, &o, &l, &err) == -EINVAL && STREQ(err.field, "stem"),
+           "%s: a stem that is not a name: %s", s->what, err.msg);
+        ok(make_stem(s, "a/b", &st, &err) == -EINVAL && STREQ(err.field, "app"), "%s: stem of a bad name: %s", s->what,
+           err.msg);
+        ok(make_stem(s, NULL, &st, &err) == -EINVAL && STREQ(err.field, "app"), "%s: stem without a name: %s", s->what,
+           err.msg);
+
+        struct launch_opts plain = {0};
+        launch(s, "occupied", (const char *const[]){"sleep", "100", NULL}, &plain, &occupied, &err);
+        ok(make_stem(s, "occupied", &st, &err) == -EEXIST && STREQ(err.field, "app"),
+           "%s: a stem named as an application: %s", s->what, err.msg);
+        o.stem = "occupied";
+        ok(launch(s, "x", argv_true, &o, &l, &err) == -EINVAL && STREQ(err.field, "stem"),
+           "%s: launch into an application: %s", s->what, err.msg);
+
+        if (make_stem(s, "st-keep", &st, &err) == 0) {
+                ok(make_stem(s, "st-keep", &st2, &err) == -EEXIST, "%s: a second stem of the same name: %s", s->what,
+                   err.msg);
+                o.stem = "st-keep";
+                ok(launch(s, "occupied", argv_true, &o, &l, &err) == -EEXIST && STREQ(err.field, "app"),
+                   "%s: launch into a stem under an application's name: %s", s->what, err.msg);
+                ok(launch(s, "st-keep2", (const char *const[]){"", NULL}, &o, &l, &err) == -EINVAL &&
+                           STREQ(err.field, "argv"),
+                   "%s: a bad request naming a stem is refused first: %s", s->what, err.msg);
+                o.stdio = "log"; /* without a directory */
+                ok(launch(s, "st-keep2", argv_true, &o, &l, &err) == -EINVAL && STREQ(err.field, "stdio"),
+                   "%s: ... descriptors not matching stdio too: %s", s->what, err.msg);
+                o.stdio = NULL;
+                ok(STREQ(record_state(s, "st-keep", state, sizeof(state)), "stem") && !pidfd_ended(st.pidfd, 0),
+                   "%s: the stem is untouched by refused launches", s->what);
+                json_t *c = run_app(s, "kept", argv_true, &o, &err);
+                ok(c && int_field(c, "exit_code") == 0, "%s: and serves the next launch %s", s->what, c ? "" : err.msg);
+                json_decref(c);
+                ok(launch(s, "again", argv_true, &o, &l, &err) == -ENOENT && STREQ(err.field, "stem"),
+                   "%s: launch into a stem a second time: %s", s->what, err.msg);
+                forget(s, "kept", &err);
+                launched_close(&st);
+        }
+        /* a stem whose name its application took: that record is an application now */
+        if (make_stem(s, "st-twice", &st, &err) == 0) {
+                o.stem = "st-twice";
+                launch(s, "st-twice", (const char *const[]){"sleep", "100", NULL}, &o, &l, &err);
+                ok(launch(s, "other", argv_true, &o, &l2, &err) == -EINVAL && STREQ(err.field, "stem"),
+                   "%s: launch into a stem its application was named after: %s", s->what, err.msg);
+                forget(s, "st-twice", &err); /* cancels it */
+                launched_close(&l);
+                launched_close(&st);
+        }
+        forget(s, "occupied", &err);
+        launched_close(&occupied);
+        json_t *list = NULL;
+        simple_call(s, "apps", NULL, &list, &err);
+        ok(json_is_array(list) && json_array_size(list) == 0, "%s: no record left by the stem tests (%zu)", s->what,
+           json_array_size(list));
+        json_decref(list);
+}
+
 /* ---- start deadline ---- */
 
+/*
+ * Alongside: a stem kept unused all along (stems have no deadline), and one
+ * launched into later and never started, whose deadline counts from that
+ * launch, not from the stem's fork.
+ */
 struct never_started {
-        struct launched l;
-        uint64_t launched_ns;
-        bool ok;
+        struct launched l, aged, late_stem, late;
+        uint64_t launched_ns, late_ns;
+        bool ok, aged_ok, late_ok;
 };
 
 static void never_started_begin(struct sup *s, struct never_started *n)
@@ -1300,6 +1625,50 @@ static void never_started_begin(struct sup *s, struct never_started *n)
         n->ok = launch(s, "never", (const char *const[]){"sleep", "100", NULL}, &o, &n->l, &err) == 0;
         n->launched_ns = now_ns();
         ok(n->ok, "%s: launch one that is never started (%s)", s->what, err.msg);
+        n->aged_ok = make_stem(s, "aged", &n->aged, &err) == 0;
+        n->late_ok = make_stem(s, "late-stem", &n->late_stem, &err) == 0;
+        ok(n->aged_ok && n->late_ok, "%s: two stems that wait alongside (%s)", s->what, err.msg);
+}
+
+/* Launches into the second stem at least a second after it was forked. */
+static void never_started_launch_late(struct sup *s, struct never_started *n)
+{
+        struct tessera_error err = {0};
+        struct launch_opts o = {.stem = "late-stem"};
+        uint64_t since = now_ns() - n->launched_ns;
+        if (since < 1000000000ULL)
+                usleep((useconds_t)((1000000000ULL - since) / 1000));
+        n->late_ok =
+                n->late_ok && launch(s, "late", (const char *const[]){"sleep", "100", NULL}, &o, &n->late, &err) == 0;
+        n->late_ns = now_ns();
+        ok(n->late_ok, "%s: launch into a stem %.1f s old, never started (%s)", s->what,
+           (n->late_ns - n->launched_ns) / 1e9, err.msg);
+}
+
+static void never_started_check_stems(struct sup *s, struct never_started *n)
+{
+        struct tessera_error err = {0};
+        char state[32];
+        if (n->aged_ok) {
+                double age = (now_ns() - n->launched_ns) / 1e9;
+                ok(!pidfd_ended(n->aged.pidfd, 0) && STREQ(record_state(s, "aged", state, sizeof(state)), "stem"),
+                   "%s: a stem %.1f s old is still there (`%s`): no start deadline", s->what, age, state);
+                forget(s, "aged", &err);
+                launched_close(&n->aged);
+        }
+        if (n->late_ok) {
+                double left = 12.0 - (now_ns() - n->late_ns) / 1e9;
+                bool alive = !pidfd_ended(n->late.pidfd, 0);
+                bool died = pidfd_ended(n->late.pidfd, left > 0 ? (int)(left * 1000) : 0);
+                double at = (now_ns() - n->late_ns) / 1e9;
+                ok(alive && died && at >= 9.9 && at < 11.5,
+                   "%s: launched into a stem, never started: killed %.2f s after that launch (%.2f s after the stem)",
+                   s->what, at, (now_ns() - n->launched_ns) / 1e9);
+                json_decref(wait_exited(s, "late", -1, &err));
+                forget(s, "late", &err);
+                launched_close(&n->late);
+        }
+        launched_close(&n->late_stem);
 }
 
 static void never_started_check(struct sup *s, struct never_started *n)
@@ -1335,33 +1704,74 @@ static int cmp_u64(const void *a, const void *b)
         return x < y ? -1 : x > y;
 }
 
+/* Times of one launch+start of /bin/true: the launch's request to its reply, then the start's (to the exec done). */
+struct bench_times {
+        uint64_t launch_ns[100], start_ns[100], total_ns[100];
+        int n;
+};
+
+/* A launch (into a ready stem, or forking) and a start; false when it did not run /bin/true to exit 0. */
+static bool bench_once(struct sup *s, bool with_stem, struct bench_times *t)
+{
+        struct tessera_error err = {0};
+        struct launch_opts o = {.stem = with_stem ? "bench-stem" : NULL};
+        struct launched st = {.pidfd = -1, .master = -1}, l;
+        /* a stem is forked ahead, as tesserad's pool does: outside the measured time, and settled */
+        if (with_stem && (make_stem(s, "bench-stem", &st, &err) < 0 || wait_fds(pidfd_host_pid(st.pidfd), 1) != 1))
+                return false;
+        uint64_t t0 = now_ns();
+        if (launch(s, "bench", (const char *const[]){"/bin/true", NULL}, &o, &l, &err) < 0) {
+                launched_close(&st);
+                return false;
+        }
+        uint64_t t1 = now_ns();
+        int r = start(s, "bench", &err);
+        uint64_t t2 = now_ns();
+        json_t *c = r == 0 ? wait_exited(s, "bench", l.pidfd, &err) : NULL;
+        bool good = c && int_field(c, "exit_code") == 0;
+        json_decref(c);
+        launched_close(&l);
+        launched_close(&st);
+        forget(s, "bench", &err);
+        if (good) {
+                t->launch_ns[t->n] = t1 - t0;
+                t->start_ns[t->n] = t2 - t1;
+                t->total_ns[t->n++] = t2 - t0;
+        }
+        return good;
+}
+
+static double median_ms(uint64_t *v, int n)
+{
+        qsort(v, (size_t)n, sizeof(v[0]), cmp_u64);
+        return v[n / 2] / 1e6;
+}
+
+static void bench_report(struct sup *s, const char *what, struct bench_times *t)
+{
+        double launch = median_ms(t->launch_ns, t->n), start_ms = median_ms(t->start_ns, t->n);
+        double total = median_ms(t->total_ns, t->n);
+        diag("%s: %s+start of /bin/true (request to exec done) over %d runs: median %.3f ms (launch %.3f, start %.3f), "
+             "min %.3f ms, p90 %.3f ms, max %.3f ms",
+             s->what, what, t->n, total, launch, start_ms, t->total_ns[0] / 1e6, t->total_ns[t->n * 9 / 10] / 1e6,
+             t->total_ns[t->n - 1] / 1e6);
+}
+
 static void bench_launch(struct sup *s)
 {
-        enum { RUNS = 100 };
-        uint64_t times[RUNS];
-        int done = 0;
-        for (int i = 0; i < RUNS; i++) {
-                struct tessera_error err = {0};
-                struct launch_opts o = {0};
-                struct launched l;
-                uint64_t t0 = now_ns();
-                if (launch(s, "bench", (const char *const[]){"/bin/true", NULL}, &o, &l, &err) < 0)
-                        continue;
-                int r = start(s, "bench", &err);
-                uint64_t t1 = now_ns();
-                json_t *c = r == 0 ? wait_exited(s, "bench", l.pidfd, &err) : NULL;
-                if (c && int_field(c, "exit_code") == 0)
-                        times[done++] = t1 - t0;
-                json_decref(c);
-                launched_close(&l);
-                forget(s, "bench", &err);
+        static struct bench_times forked, stemmed;
+        int runs = (int)ELEMENTSOF(forked.total_ns);
+        forked.n = stemmed.n = 0;
+        /* interleaved, so both see the same machine */
+        for (int i = 0; i < runs; i++) {
+                bench_once(s, false, &forked);
+                bench_once(s, true, &stemmed);
         }
-        if (!ok(done == RUNS, "%s: %d of %d launch+start runs of /bin/true", s->what, done, RUNS))
+        if (!ok(forked.n == runs && stemmed.n == runs, "%s: %d and %d of %d launch+start runs of /bin/true", s->what,
+                forked.n, stemmed.n, runs))
                 return;
-        qsort(times, RUNS, sizeof(times[0]), cmp_u64);
-        diag("%s: launch+start of /bin/true (request to exec done) over %d runs: median %.3f ms, min %.3f ms, "
-             "p90 %.3f ms, max %.3f ms",
-             s->what, RUNS, times[RUNS / 2] / 1e6, times[0] / 1e6, times[RUNS * 9 / 10] / 1e6, times[RUNS - 1] / 1e6);
+        bench_report(s, "launch", &forked);
+        bench_report(s, "launch into a stem", &stemmed);
 }
 
 /* ---- main ---- */
@@ -1375,15 +1785,17 @@ static void run_suite(enum suite suite)
                 sup_done(&s);
                 return;
         }
+        /* counted with one connection open, as at the end */
+        ok(sup_alive(&s), "%s: ping", s.what);
+        int fds_before = count_fds(s.pid);
         /* the start deadline runs alongside the other tests */
         struct never_started never = {0};
         if (suite == HOST_ROOT)
                 never_started_begin(&s, &never);
-        /* counted with one connection open, as at the end */
-        ok(sup_alive(&s), "%s: ping", s.what);
-        int fds_before = count_fds(s.pid);
         test_exit_status(&s);
         test_start_failures(&s);
+        if (suite == HOST_ROOT)
+                never_started_launch_late(&s, &never);
         test_child_fds(&s);
         test_stdio_pass(&s);
         test_stdio_log(&s);
@@ -1391,6 +1803,11 @@ static void run_suite(enum suite suite)
         test_cpus(&s);
         test_ids(&s);
         test_reconnect(&s);
+        test_stem_launch(&s);
+        test_stem_stdio(&s);
+        test_stem_end(&s);
+        if (suite == OWN_ROOT || suite == USER_NS)
+                test_stem_bad_input(&s);
         if (suite == HOST_ROOT)
                 test_open_host(&s);
         else
@@ -1398,12 +1815,14 @@ static void run_suite(enum suite suite)
         if (suite == OWN_ROOT)
                 test_bad_input(&s);
         bench_launch(&s);
+        if (suite == HOST_ROOT) {
+                never_started_check(&s, &never);
+                never_started_check_stems(&s, &never);
+        }
         /* the connection is one of the supervisor's descriptors: count with the same one open */
         int fds_after = count_fds(s.pid);
         ok(fds_after == fds_before, "%s: the supervisor holds as many descriptors as before (%d, %d)", s.what,
            fds_before, fds_after);
-        if (suite == HOST_ROOT)
-                never_started_check(&s, &never);
         ok(sup_alive(&s), "%s: the supervisor still answers", s.what);
         ok(file_contains(s.log_path, "]: started"), "%s: supervisor log is there", s.what);
         sup_done(&s);
