@@ -833,7 +833,9 @@ static int settle_app(struct tessera_node *n, int64_t id, const char *enclave, c
         (void)supervisor_call(n, enclave, q, &ignored, NULL);
         json_decref(q);
         json_decref(ignored);
-        (void)cgroup_app_remove(n->cg, enclave, leaf, NULL);
+        /* behind any move the mover is waiting on: the rmdir would wait for it too */
+        if (!n->mover || mover_remove(n->mover, enclave, leaf, NULL) < 0)
+                (void)cgroup_app_remove(n->cg, enclave, leaf, NULL);
         return 1;
 }
 
@@ -929,6 +931,7 @@ int apps_reconcile(struct tessera_node *n, struct enclave *e, json_t *log, struc
                 json_decref(ignored);
                 json_decref(kq);
                 kq = json_pack("{s:i, s:s, s:s}", "version", TESSERA_PROTO_VERSION, "op", "forget", "app", name);
+                ignored = NULL;
                 (void)supervisor_call(n, e->rec.name, kq, &ignored, NULL);
                 json_decref(ignored);
                 json_decref(kq);

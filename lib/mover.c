@@ -11,8 +11,11 @@
 #include "mover.h"
 #include "util.h"
 
+enum mover_kind { MOVER_MOVE, MOVER_REMOVE };
+
 struct mover_job {
         uint64_t job;
+        int32_t kind;
         int32_t pid;
         char enclave[64];
         char leaf[64];
@@ -46,7 +49,10 @@ static _Noreturn void mover_main(struct tessera_cgroup *cg, int fd)
                 j.enclave[sizeof(j.enclave) - 1] = '\0';
                 j.leaf[sizeof(j.leaf) - 1] = '\0';
                 struct mover_done d = {.job = j.job};
-                d.error = -cgroup_enter(cg, j.enclave, j.leaf, (pid_t)j.pid, NULL);
+                if (j.kind == MOVER_REMOVE)
+                        d.error = -cgroup_app_remove(cg, j.enclave, j.leaf, NULL);
+                else
+                        d.error = -cgroup_enter(cg, j.enclave, j.leaf, (pid_t)j.pid, NULL);
                 if (send(fd, &d, sizeof(d), MSG_NOSIGNAL) < 0 && errno != EINTR)
                         _exit(1);
         }
@@ -112,17 +118,29 @@ int mover_fd(const struct mover *m)
         return m->fd;
 }
 
+static int mover_send(struct mover *m, struct mover_job *j, const char *enclave, const char *leaf,
+                      struct tessera_error *err)
+{
+        if (strlen(enclave) >= sizeof(j->enclave) || strlen(leaf) >= sizeof(j->leaf))
+                return tessera_error_set(err, ENAMETOOLONG, "cgroup leaf name too long");
+        strcpy(j->enclave, enclave);
+        strcpy(j->leaf, leaf);
+        if (send(m->fd, j, sizeof(*j), MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+                return tessera_error_set(err, errno, "cannot reach the cgroup mover: %s", strerror(errno));
+        return 0;
+}
+
+int mover_remove(struct mover *m, const char *enclave, const char *leaf, struct tessera_error *err)
+{
+        struct mover_job j = {.job = 0, .kind = MOVER_REMOVE};
+        return mover_send(m, &j, enclave, leaf, err);
+}
+
 int mover_submit(struct mover *m, uint64_t job, const char *enclave, const char *leaf, pid_t pid,
                  struct tessera_error *err)
 {
-        struct mover_job j = {.job = job, .pid = pid};
-        if (strlen(enclave) >= sizeof(j.enclave) || strlen(leaf) >= sizeof(j.leaf))
-                return tessera_error_set(err, ENAMETOOLONG, "cgroup leaf name too long");
-        strcpy(j.enclave, enclave);
-        strcpy(j.leaf, leaf);
-        if (send(m->fd, &j, sizeof(j), MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
-                return tessera_error_set(err, errno, "cannot reach the cgroup mover: %s", strerror(errno));
-        return 0;
+        struct mover_job j = {.job = job, .kind = MOVER_MOVE, .pid = pid};
+        return mover_send(m, &j, enclave, leaf, err);
 }
 
 int mover_result(struct mover *m, uint64_t *ret_job, int *ret_errno)

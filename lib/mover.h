@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * A helper process that moves processes into cgroup leaves for tesserad.
- * On cgroup v1 a move waits for an RCU grace period (10-16 ms here): done
- * in this process, tesserad's loop goes on serving while the kernel waits.
+ * On cgroup v1 a move waits for an RCU grace period (10-16 ms here) while
+ * holding cgroup_mutex, so an rmdir issued meanwhile waits too: both are
+ * done in this process, and tesserad's loop goes on serving.
  * It is forked from tesserad before the store is opened and holds nothing
  * but the cgroup paths and its socket; it dies with tesserad.
  */
@@ -23,6 +24,8 @@ void mover_stop(struct mover *m);
 int mover_fd(const struct mover *m);
 int mover_submit(struct mover *m, uint64_t job, const char *enclave, const char *leaf, pid_t pid,
                  struct tessera_error *err);
+/* Removes <enclave>/<leaf> (killing what is left in it) after the moves queued before it. */
+int mover_remove(struct mover *m, const char *enclave, const char *leaf, struct tessera_error *err);
 /* One finished job: 1 and its id and errno (0: moved), 0 when none is ready, or a negative errno. */
 int mover_result(struct mover *m, uint64_t *ret_job, int *ret_errno);
 

@@ -42,7 +42,8 @@ check_fails "a second application with the same name is refused" "already" tesse
 check "kill it" tessera kill a sleeper --signal KILL
 tessera wait a sleeper; check_eq "wait gives 128+9" 137 $?
 check_eq "apps shows it exited by signal 9" 9 "$(app_field sleeper signal)"
-check "its cgroup leaf is gone" test ! -e "$(cgroup_path cpuset a "$leaf")"
+gone() { for _ in $(seq 40); do [ ! -e "$1" ] && return 0; sleep 0.05; done; return 1; }
+check "its cgroup leaf is gone (removed in the background)" gone "$(cgroup_path cpuset a "$leaf")"
 
 tessera launch a --name talker -- sh -c 'echo out; echo err >&2' >/dev/null
 tessera wait a talker >/dev/null
