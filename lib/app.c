@@ -536,14 +536,15 @@ static int launch_common(struct tessera_node *n, uid_t caller, json_t *req, stru
                 return pidfd;
         }
         int64_t id = 0;
-        r = store_begin(n->store, err);
+        /* a power loss ends the application too: surviving a crash of tesserad is what matters here */
+        r = store_begin_light(n->store, err);
         if (r == 0)
                 r = record_app(n, &e, l->app, l->leaf, l->argv, pid, ns_pid, &id, err);
         if (r == 0)
-                r = store_commit(n->store, err);
+                r = store_commit_light(n->store, err);
         if (r < 0) {
                 /* running but unrecorded: it must not outlive the failed request */
-                store_rollback(n->store);
+                store_rollback_light(n->store);
                 (void)syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
                 close(pidfd);
                 (void)cgroup_app_remove(n->cg, e.rec.name, l->leaf, NULL);
@@ -818,13 +819,14 @@ static int settle_app(struct tessera_node *n, int64_t id, const char *enclave, c
                 return 0; /* not yet: its pidfd said otherwise, so it is a zombie being reaped */
         }
         merge_cgroup_usage(n, enclave, leaf, r == 0 ? status : NULL);
-        r = store_begin(n->store, err);
+        r = store_begin_light(n->store, err);
         if (r == 0)
                 r = record_exit(n, id, status, status ? NULL : cerr.msg, err);
-        if (r == 0)
-                r = store_commit(n->store, err);
-        else
-                store_rollback(n->store);
+        if (r == 0) {
+                r = store_commit_light(n->store, err);
+        } else {
+                store_rollback_light(n->store);
+        }
         json_decref(status);
         if (r < 0)
                 return r;

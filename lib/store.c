@@ -9,6 +9,7 @@
 
 struct store {
         sqlite3 *db;
+        bool sync_full;
         struct {
                 const char *sql; /* cached by the address of a string literal */
                 sqlite3_stmt *st;
@@ -164,6 +165,7 @@ int store_open(const char *path, bool sync_full, struct store **ret, struct tess
                 return r;
         }
         sqlite3_extended_result_codes(s->db, 1);
+        s->sync_full = sync_full;
         char pragmas[256];
         snprintf(pragmas, sizeof(pragmas),
                  "PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON; PRAGMA synchronous=%s; PRAGMA busy_timeout=2000;",
@@ -271,4 +273,28 @@ int store_meta_set(struct store *s, const char *key, const char *value, struct t
         sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 2, value, -1, SQLITE_STATIC);
         return store_step_done(s, st, err);
+}
+
+int store_begin_light(struct store *s, struct tessera_error *err)
+{
+        if (s->sync_full && store_exec(s, "PRAGMA synchronous=NORMAL", err) < 0)
+                return -EIO;
+        int r = store_begin(s, err);
+        if (r < 0 && s->sync_full)
+                (void)store_exec(s, "PRAGMA synchronous=FULL", NULL);
+        return r;
+}
+
+int store_commit_light(struct store *s, struct tessera_error *err)
+{
+        int r = store_commit(s, err);
+        store_rollback_light(s);
+        return r;
+}
+
+void store_rollback_light(struct store *s)
+{
+        store_rollback(s);
+        if (s->sync_full)
+                (void)store_exec(s, "PRAGMA synchronous=FULL", NULL);
 }

@@ -26,6 +26,15 @@ int store_begin(struct store *s, struct tessera_error *err);
 int store_commit(struct store *s, struct tessera_error *err);
 void store_rollback(struct store *s);
 bool store_in_transaction(struct store *s);
+/*
+ * A transaction that survives a crash of tesserad but not a power loss (WAL
+ * without an fsync at commit), whatever `sync` says: for records of what a
+ * power loss ends anyway, like application launches and exits.  The next
+ * full commit makes it durable too, in order.
+ */
+int store_begin_light(struct store *s, struct tessera_error *err);
+int store_commit_light(struct store *s, struct tessera_error *err);
+void store_rollback_light(struct store *s);
 
 /* A prepared statement, cached for the life of the store and reset for reuse. */
 sqlite3_stmt *store_stmt(struct store *s, const char *sql, struct tessera_error *err);
