@@ -46,6 +46,11 @@ run tessera list
 run tessera cpus
 run tessera memory
 run tessera ping viz
+run tessera launch viz --wait -- sh -c 'echo "hello from $(hostname), pid $$ in its own pid namespace"'
+run tessera launch sim --name ticker -- sh -c 'for i in 1 2 3; do echo tick $i; done'
+run tessera wait sim ticker
+run tessera logs sim ticker
+run tessera apps
 say "tessera create --name c --cpus 1 --memory 128M   # no core is free: refused, nothing left behind"
 tessera create --name c --cpus 1 --memory 128M || true
 run tessera destroy viz
