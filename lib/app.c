@@ -938,8 +938,9 @@ int apps_reconcile(struct tessera_node *n, struct enclave *e, json_t *log, struc
                 json_decref(ignored);
                 json_decref(kq);
                 (void)cgroup_app_remove(n->cg, e->rec.name, name, NULL);
-                json_array_append_new(log, json_sprintf("killed unrecorded application '%s' of '%s'", name,
-                                                        e->rec.name));
+                if (strncmp(name, "stem-", 5) != 0) /* stems of the previous tesserad are just replaced */
+                        json_array_append_new(log, json_sprintf("killed unrecorded application '%s' of '%s'", name,
+                                                                e->rec.name));
         }
         json_decref(known);
         return 0;
