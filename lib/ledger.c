@@ -424,9 +424,9 @@ static void order_nodes(struct node_free *v, size_t n, unsigned want, hwloc_cons
         qsort(v, n, sizeof(*v), node_cmp);
 }
 
-static int nodes_of_enclave_cpus(struct store *s, int64_t id, hwloc_bitmap_t ret, struct tessera_error *err)
+/* The first column of `sql`'s rows for enclave `id`, as a set. */
+static int enclave_set(struct store *s, const char *sql, int64_t id, hwloc_bitmap_t ret, struct tessera_error *err)
 {
-        static const char sql[] = "SELECT DISTINCT numa FROM cpus WHERE enclave_id = ?";
         sqlite3_stmt *st = store_stmt(s, sql, err);
         if (!st)
                 return -EIO;
@@ -436,6 +436,12 @@ static int nodes_of_enclave_cpus(struct store *s, int64_t id, hwloc_bitmap_t ret
                 hwloc_bitmap_set(ret, (unsigned)sqlite3_column_int(st, 0));
         sqlite3_reset(st);
         return 0;
+}
+
+static int nodes_of_enclave_cpus(struct store *s, int64_t id, hwloc_bitmap_t ret, struct tessera_error *err)
+{
+        static const char sql[] = "SELECT DISTINCT numa FROM cpus WHERE enclave_id = ?";
+        return enclave_set(s, sql, id, ret, err);
 }
 
 int ledger_cpus_take_count(struct store *s, int64_t id, unsigned n, hwloc_const_bitmap_t only_numa,
@@ -528,16 +534,8 @@ int ledger_cpus_give_back(struct store *s, int64_t id, hwloc_const_bitmap_t cpus
 
 int ledger_cpus_of(struct store *s, int64_t id, hwloc_bitmap_t ret, struct tessera_error *err)
 {
-        static const char sql[] = "SELECT cpu FROM cpus WHERE enclave_id = ? ORDER BY cpu";
-        sqlite3_stmt *st = store_stmt(s, sql, err);
-        if (!st)
-                return -EIO;
-        sqlite3_bind_int64(st, 1, id);
-        hwloc_bitmap_zero(ret);
-        while (sqlite3_step(st) == SQLITE_ROW)
-                hwloc_bitmap_set(ret, (unsigned)sqlite3_column_int(st, 0));
-        sqlite3_reset(st);
-        return 0;
+        static const char sql[] = "SELECT cpu FROM cpus WHERE enclave_id = ?";
+        return enclave_set(s, sql, id, ret, err);
 }
 
 int ledger_cpus_give_back_count(struct store *s, int64_t id, unsigned n, hwloc_bitmap_t ret_given,
