@@ -26,7 +26,7 @@ check_fails "cores outside the enclave are refused" "not all cores" tessera laun
 
 app=$(tessera launch a --name sleeper -- sleep 30)
 check_eq "launch prints the application's name" sleeper "$app"
-app_field() { tessera --json apps a | python3 -c '
+app_field() { tessera --json apps "${3:-a}" | python3 -c '
 import json, sys
 for x in json.load(sys.stdin):
     if x["name"] == sys.argv[1]: print(x[sys.argv[2]])' "$1" "$2"; }
@@ -79,6 +79,17 @@ check_eq "an application that ended while tesserad was away is recorded" 0 "$(ap
 check_eq "a running one is still running" running "$(app_field longer state)"
 check "and can be killed" tessera kill a longer
 tessera wait a longer; check_eq "and waited for" 143 $?
+
+# a user namespace: root inside is the owner outside
+check "an enclave with a user namespace" tessera create --name u --cpus 1 --memory 128M --root "$ROOT" --namespaces user
+check_eq "its application is root inside" 0 "$(tessera launch u --wait -- id -u)"
+upid=$(tessera launch u --name usleep -- sleep 30 >/dev/null; app_field usleep pid u)
+check_eq "and the owner (root here, mapped 0 -> 0) outside" "0 0" "$(awk '/^Uid:/ {print $2, $3}' /proc/$upid/status)"
+check_eq "its uid map has one id" 1 "$(awk '{print $3}' /proc/$upid/uid_map)"
+tessera kill u usleep --signal KILL >/dev/null; tessera wait u usleep >/dev/null
+tessera launch u --name ulog -- sh -c 'echo logged-in-userns' >/dev/null; tessera wait u ulog >/dev/null
+check_eq "its logs are written through the owner's log directory" "logged-in-userns" "$(tessera logs u ulog)"
+check "destroy it" tessera destroy u
 
 # tenants
 chmod 755 "$T"
