@@ -15,14 +15,14 @@
 #include "proto.h"
 #include "sandbox.h"
 
-#define ARGV_MAX 256
-#define ARG_MAX_LEN 4096
+#define ARGV_MAX       256
+#define ARG_MAX_LEN    4096
 #define ARGS_MAX_TOTAL (128 * 1024)
-#define ENV_MAX 256
-#define PATH_MAX_LEN 4096
+#define ENV_MAX        256
+#define PATH_MAX_LEN   4096
 
-#define APP_COLUMNS                                                                                                   \
-        "a.id, a.name, e.name, a.state, a.pid, a.ns_pid, a.argv, a.started, a.ended, a.exit_code, a.signal, "         \
+#define APP_COLUMNS                                                                                                    \
+        "a.id, a.name, e.name, a.state, a.pid, a.ns_pid, a.argv, a.started, a.ended, a.exit_code, a.signal, "          \
         "a.cpu_ns, a.peak_memory, a.cause, a.start_time, e.owner_uid, a.enclave_id, COALESCE(a.leaf, a.name)"
 
 static json_t *int_or_null(sqlite3_stmt *st, int col)
@@ -51,8 +51,8 @@ static json_t *app_row_json(struct tessera_node *n, sqlite3_stmt *st)
                          int_or_null(st, 5), "argv", argv ? argv : json_array(), "started",
                          (json_int_t)sqlite3_column_int64(st, 7), "ended", int_or_null(st, 8), "exit_code",
                          int_or_null(st, 9), "signal", int_or_null(st, 10), "status", status, "cpu_ns",
-                         int_or_null(st, 11), "peak_memory", int_or_null(st, 12), "log", log, "cause", cause,
-                         "cgroup", cgroup);
+                         int_or_null(st, 11), "peak_memory", int_or_null(st, 12), "log", log, "cause", cause, "cgroup",
+                         cgroup);
 }
 
 json_t *app_json_by_id(struct tessera_node *n, int64_t id, struct tessera_error *err)
@@ -94,8 +94,7 @@ static int app_find(struct tessera_node *n, const struct enclave *e, const char 
         return 0;
 }
 
-static int load_running(struct tessera_node *n, uid_t caller, json_t *req, struct enclave *e,
-                        struct tessera_error *err)
+static int load_running(struct tessera_node *n, uid_t caller, json_t *req, struct enclave *e, struct tessera_error *err)
 {
         int r = enclave_load(n, caller, json_string_value(json_object_get(req, "name")), e, err);
         if (r < 0)
@@ -121,8 +120,9 @@ static int check_strings(json_t *a, const char *field, size_t min, size_t max, b
         {
                 const char *s = json_string_value(v);
                 if (!s || strlen(s) > ARG_MAX_LEN)
-                        return tessera_error_field(err, EINVAL, field, "%s: item %zu is not a string of at most %d "
-                                                                       "bytes",
+                        return tessera_error_field(err, EINVAL, field,
+                                                   "%s: item %zu is not a string of at most %d "
+                                                   "bytes",
                                                    field, i, ARG_MAX_LEN);
                 if (env && (!strchr(s, '=') || s[0] == '='))
                         return tessera_error_field(err, EINVAL, field, "%s: \"%s\" is not KEY=VALUE", field, s);
@@ -137,8 +137,8 @@ static int check_strings(json_t *a, const char *field, size_t min, size_t max, b
  * Who the application runs as.  Without a user namespace, enclave root is
  * host root: a tenant's applications then run as the tenant, whatever it asks.
  */
-static int app_identity(struct tessera_node *n, const struct enclave *e, uid_t caller, const char *user,
-                        uid_t *ret_uid, gid_t *ret_gid, struct tessera_error *err)
+static int app_identity(struct tessera_node *n, const struct enclave *e, uid_t caller, const char *user, uid_t *ret_uid,
+                        gid_t *ret_gid, struct tessera_error *err)
 {
         uid_t uid = 0;
         gid_t gid = 0;
@@ -247,8 +247,7 @@ static int open_log_dir(struct tessera_node *n, const struct enclave *e, struct 
         if (fchown(fd, want, want) < 0) {
                 int e2 = errno;
                 close(fd);
-                return tessera_error_set(err, e2, "cannot give `%s` to uid %u: %s", dir, (unsigned)want,
-                                         strerror(e2));
+                return tessera_error_set(err, e2, "cannot give `%s` to uid %u: %s", dir, (unsigned)want, strerror(e2));
         }
         return fd;
 }
@@ -415,9 +414,9 @@ static int launch_in_enclave(struct tessera_node *n, struct enclave *e, struct l
                 if (logdir < 0)
                         return logdir;
         }
-        json_t *req = json_pack("{s:i, s:s, s:s, s:O, s:O, s:s, s:i, s:i, s:s?, s:b}", "version",
-                                TESSERA_PROTO_VERSION, "op", "launch", "app", l->app, "argv", l->argv, "env", l->env,
-                                "cwd", l->cwd, "uid", (int)l->uid, "gid", (int)l->gid, "cpus", l->cpus, "tty", l->tty);
+        json_t *req = json_pack("{s:i, s:s, s:s, s:O, s:O, s:s, s:i, s:i, s:s?, s:b}", "version", TESSERA_PROTO_VERSION,
+                                "op", "launch", "app", l->app, "argv", l->argv, "env", l->env, "cwd", l->cwd, "uid",
+                                (int)l->uid, "gid", (int)l->gid, "cpus", l->cpus, "tty", l->tty);
         if (!l->tty) /* a pty is its own stdio */
                 json_object_set_new(req, "stdio", json_string(l->pass_stdio ? "pass" : "log"));
         if (stemmed)
@@ -524,8 +523,7 @@ static int launch_common(struct tessera_node *n, uid_t caller, json_t *req, stru
                                            e.rec.name, l->app);
         r = check_cpus(n, &e, l->cpus, err);
         if (r == 0)
-                r = app_identity(n, &e, caller, json_string_value(json_object_get(req, "user")), &l->uid, &l->gid,
-                                 err);
+                r = app_identity(n, &e, caller, json_string_value(json_object_get(req, "user")), &l->uid, &l->gid, err);
         if (r < 0)
                 return r;
         pid_t pid = 0;
@@ -597,7 +595,8 @@ int app_console(struct tessera_node *n, uid_t caller, json_t *req, json_t **ret,
         char term_env[80];
         snprintf(term_env, sizeof(term_env), "TERM=%s", term && strlen(term) < 64 ? term : "xterm");
         json_t *argv = json_pack("[s, s]", "/bin/sh", "-l");
-        json_t *env = json_pack("[s, s]", term_env, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+        json_t *env =
+                json_pack("[s, s]", term_env, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
         char name[32];
         int r = next_app_name(n, name, sizeof(name), err);
         if (r < 0) {
@@ -729,8 +728,8 @@ int app_logs(struct tessera_node *n, uid_t caller, json_t *req, json_t **ret, in
         return 0;
 }
 
-int app_file(struct tessera_node *n, uid_t caller, json_t *req, bool write, json_t **ret, int *fds_out,
-             size_t *n_out, struct tessera_error *err)
+int app_file(struct tessera_node *n, uid_t caller, json_t *req, bool write, json_t **ret, int *fds_out, size_t *n_out,
+             struct tessera_error *err)
 {
         _cleanup_enclave_ struct enclave e;
         int r = load_running(n, caller, req, &e, err);
@@ -738,14 +737,15 @@ int app_file(struct tessera_node *n, uid_t caller, json_t *req, bool write, json
                 return r;
         const char *path = json_string_value(json_object_get(req, "path"));
         if (!path || path[0] != '/' || strlen(path) > PATH_MAX_LEN)
-                return tessera_error_field(err, EINVAL, "path", "path: an absolute path inside the enclave is required");
+                return tessera_error_field(err, EINVAL, "path",
+                                           "path: an absolute path inside the enclave is required");
         /* the file is opened as the enclave's owner (root in a user namespace maps to it too) */
         uid_t uid = e.rec.owner_uid;
         gid_t gid = e.rec.owner_uid;
         if (e.spec.namespaces & SPEC_NS_USER)
                 uid = gid = 0;
-        json_t *q = json_pack("{s:i, s:s, s:s, s:b, s:i, s:i}", "version", TESSERA_PROTO_VERSION, "op", "open",
-                              "path", path, "write", write, "uid", (int)uid, "gid", (int)gid);
+        json_t *q = json_pack("{s:i, s:s, s:s, s:b, s:i, s:i}", "version", TESSERA_PROTO_VERSION, "op", "open", "path",
+                              path, "write", write, "uid", (int)uid, "gid", (int)gid);
         json_t *res = NULL;
         size_t got = 1;
         r = supervisor_call_fds(n, e.rec.name, q, NULL, 0, &res, fds_out, &got, err);
@@ -910,8 +910,8 @@ int apps_reconcile(struct tessera_node *n, struct enclave *e, json_t *log, struc
                         close(pidfd);
                 struct tessera_error serr = {0};
                 if (settle_app(n, rows[i].id, e->rec.name, rows[i].name, rows[i].leaf, &serr) < 0)
-                        json_array_append_new(log, json_sprintf("application '%s' of '%s': %s", rows[i].name,
-                                                                e->rec.name, serr.msg));
+                        json_array_append_new(
+                                log, json_sprintf("application '%s' of '%s': %s", rows[i].name, e->rec.name, serr.msg));
                 else
                         json_array_append_new(log, json_sprintf("application '%s' of '%s' ended while tesserad "
                                                                 "was away",
@@ -939,8 +939,8 @@ int apps_reconcile(struct tessera_node *n, struct enclave *e, json_t *log, struc
                 json_decref(kq);
                 (void)cgroup_app_remove(n->cg, e->rec.name, name, NULL);
                 if (strncmp(name, "stem-", 5) != 0) /* stems of the previous tesserad are just replaced */
-                        json_array_append_new(log, json_sprintf("killed unrecorded application '%s' of '%s'", name,
-                                                                e->rec.name));
+                        json_array_append_new(
+                                log, json_sprintf("killed unrecorded application '%s' of '%s'", name, e->rec.name));
         }
         json_decref(known);
         return 0;

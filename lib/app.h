@@ -30,8 +30,8 @@ int app_logs(struct tessera_node *n, uid_t caller, json_t *req, json_t **ret, in
 int app_console(struct tessera_node *n, uid_t caller, json_t *req, json_t **ret, int *fds_out, size_t *n_out,
                 struct tessera_error *err);
 /* A file inside the enclave's root, opened there by the supervisor. */
-int app_file(struct tessera_node *n, uid_t caller, json_t *req, bool write, json_t **ret, int *fds_out,
-             size_t *n_out, struct tessera_error *err);
+int app_file(struct tessera_node *n, uid_t caller, json_t *req, bool write, json_t **ret, int *fds_out, size_t *n_out,
+             struct tessera_error *err);
 /* 1 and *ret when the application has ended; 0 and *ret_id when the caller must wait for it. */
 int app_wait(struct tessera_node *n, uid_t caller, json_t *req, json_t **ret, int64_t *ret_id,
              struct tessera_error *err);

@@ -32,10 +32,10 @@ struct cgroup_limits {
 
 /* A device allowed inside an enclave, as the devices cgroup / BPF program sees it. */
 struct cgroup_device_rule {
-        char type;          /* 'c' or 'b' */
-        int64_t major;      /* -1: any */
-        int64_t minor;      /* -1: any */
-        char access[4];     /* subset of "rwm" */
+        char type;      /* 'c' or 'b' */
+        int64_t major;  /* -1: any */
+        int64_t minor;  /* -1: any */
+        char access[4]; /* subset of "rwm" */
 };
 
 struct cgroup_ops;
@@ -43,8 +43,8 @@ struct cgroup_ops;
 struct tessera_cgroup {
         const struct cgroup_ops *ops;
         enum cgroup_mode mode;
-        char root[128];          /* the daemon's root group name */
-        char mount[256];         /* "/sys/fs/cgroup" (v1: parent of the controller dirs) */
+        char root[128];  /* the daemon's root group name */
+        char mount[256]; /* "/sys/fs/cgroup" (v1: parent of the controller dirs) */
 };
 
 /* Detects the mode (statfs magic) once and prepares the root group. */
@@ -56,14 +56,18 @@ void tessera_cgroup_free(struct tessera_cgroup *cg);
 int cgroup_enclave_create(struct tessera_cgroup *cg, const char *enclave, struct tessera_error *err);
 int cgroup_enclave_apply(struct tessera_cgroup *cg, const char *enclave, const struct cgroup_limits *lim,
                          struct tessera_error *err);
-int cgroup_enclave_set_cpus(struct tessera_cgroup *cg, const char *enclave, const char *cpus, struct tessera_error *err);
-int cgroup_enclave_set_mems(struct tessera_cgroup *cg, const char *enclave, const char *mems, struct tessera_error *err);
-int cgroup_enclave_set_memory(struct tessera_cgroup *cg, const char *enclave, uint64_t bytes, struct tessera_error *err);
+int cgroup_enclave_set_cpus(struct tessera_cgroup *cg, const char *enclave, const char *cpus,
+                            struct tessera_error *err);
+int cgroup_enclave_set_mems(struct tessera_cgroup *cg, const char *enclave, const char *mems,
+                            struct tessera_error *err);
+int cgroup_enclave_set_memory(struct tessera_cgroup *cg, const char *enclave, uint64_t bytes,
+                              struct tessera_error *err);
 /* Replaces the device allow list: default deny plus the standard nodes plus `rules`. */
 int cgroup_enclave_set_devices(struct tessera_cgroup *cg, const char *enclave, const struct cgroup_device_rule *rules,
                                size_t n_rules, struct tessera_error *err);
 /* Moves `pid` into <enclave>/<leaf> ("supervisor" or "apps/<id>") in every controller. */
-int cgroup_enter(struct tessera_cgroup *cg, const char *enclave, const char *leaf, pid_t pid, struct tessera_error *err);
+int cgroup_enter(struct tessera_cgroup *cg, const char *enclave, const char *leaf, pid_t pid,
+                 struct tessera_error *err);
 /* v2 only: an O_PATH|O_DIRECTORY fd of the leaf for clone3 CLONE_INTO_CGROUP; -EOPNOTSUPP on v1. */
 int cgroup_leaf_fd(struct tessera_cgroup *cg, const char *enclave, const char *leaf, struct tessera_error *err);
 /* Freezes, SIGKILLs every task, thaws, waits until empty, then removes the enclave's groups. */

@@ -58,8 +58,8 @@ int tessera_client_fd(const struct tessera_client *c)
         return c->fd;
 }
 
-int tessera_client_call_fds(struct tessera_client *c, const char *op, void *request, const int *fds_in,
-                            size_t n_in, void **result, int *fds_out, size_t *n_out, struct tessera_error *err)
+int tessera_client_call_fds(struct tessera_client *c, const char *op, void *request, const int *fds_in, size_t n_in,
+                            void **result, int *fds_out, size_t *n_out, struct tessera_error *err)
 {
         size_t cap = n_out ? *n_out : 0;
         if (n_out)

@@ -109,14 +109,12 @@ static void watch_remove(struct tessera_node *n, int64_t id)
 
 /* ---- loading ---- */
 
-int enclave_load(struct tessera_node *n, uid_t caller, const char *name, struct enclave *e,
-                        struct tessera_error *err)
+int enclave_load(struct tessera_node *n, uid_t caller, const char *name, struct enclave *e, struct tessera_error *err)
 {
         memset(e, 0, sizeof(*e));
         spec_init(&e->spec);
         if (!name || !name_is_valid(name))
-                return tessera_error_field(err, EINVAL, "name", "name: '%s' is not an enclave name",
-                                           name ? name : "");
+                return tessera_error_field(err, EINVAL, "name", "name: '%s' is not an enclave name", name ? name : "");
         int r = ledger_enclave_get(n->store, name, &e->rec, err);
         if (r < 0)
                 return r;
@@ -198,11 +196,11 @@ static json_t *enclave_json(struct tessera_node *n, struct enclave *e, struct te
                       "name", e->rec.name, "type", e->rec.type, "state", e->rec.state, "owner", owner, "owner_uid",
                       (int)e->rec.owner_uid, "cpus", bitmap_json(cpus), "memory",
                       (json_int_t)((uint64_t)blocks * n->host.block_size), "blocks", (int)blocks, "numa",
-                      bitmap_json(nodes), "devices", dev_ids, "pids_max", (json_int_t)e->spec.pids_max,
-                      "namespaces", ns, "root", e->spec.root ? image_ref_to_json(e->spec.root) : json_null(), "on_failure",
-                      spec_on_failure_name(e->spec.on_failure), "supervisor_pid", (int)e->rec.supervisor_pid,
-                      "cause", e->rec.cause[0] ? e->rec.cause : NULL, "created", (json_int_t)e->rec.created,
-                      "restarts", e->rec.restarts, "hugepages", e->spec.hugepages);
+                      bitmap_json(nodes), "devices", dev_ids, "pids_max", (json_int_t)e->spec.pids_max, "namespaces",
+                      ns, "root", e->spec.root ? image_ref_to_json(e->spec.root) : json_null(), "on_failure",
+                      spec_on_failure_name(e->spec.on_failure), "supervisor_pid", (int)e->rec.supervisor_pid, "cause",
+                      e->rec.cause[0] ? e->rec.cause : NULL, "created", (json_int_t)e->rec.created, "restarts",
+                      e->rec.restarts, "hugepages", e->spec.hugepages);
         if (!o)
                 tessera_error_set(err, ENOMEM, "cannot build the enclave's description");
 out:
@@ -301,8 +299,8 @@ static void pci_dev_rules(const char *dir, int depth, struct cgroup_device_rule 
         closedir(d);
 }
 
-static int device_rules(struct tessera_node *n, struct enclave *e, struct cgroup_device_rule *rules,
-                        size_t *n_rules, struct tessera_error *err)
+static int device_rules(struct tessera_node *n, struct enclave *e, struct cgroup_device_rule *rules, size_t *n_rules,
+                        struct tessera_error *err)
 {
         json_t *devs = NULL;
         int r = ledger_devices_of(n->store, e->rec.id, &devs, err);
@@ -382,8 +380,8 @@ static int enclave_dev_node(struct tessera_node *n, struct enclave *e, const cha
                 return 0;
         }
         if (mknodat(dfd, base, (st.st_mode & S_IFMT) | 0660, st.st_rdev) < 0 && errno != EEXIST)
-                return tessera_error_set(err, errno, "cannot create /dev/%s inside enclave '%s': %s", base,
-                                         e->rec.name, strerror(errno));
+                return tessera_error_set(err, errno, "cannot create /dev/%s inside enclave '%s': %s", base, e->rec.name,
+                                         strerror(errno));
         return 0;
 }
 
@@ -609,8 +607,7 @@ static bool is_host_critical(struct tessera_node *n, const struct topo_device *d
         if (n->topo->synthetic)
                 return false;
         switch (d->kind) {
-        case TOPO_DEV_NET:
-                return netdev_has_default_route(d->id);
+        case TOPO_DEV_NET: return netdev_has_default_route(d->id);
         case TOPO_DEV_PCI: {
                 char needle[80];
                 snprintf(needle, sizeof(needle), "/%s/", d->id);
@@ -631,8 +628,7 @@ static bool is_host_critical(struct tessera_node *n, const struct topo_device *d
                 /* the root partition lives below its disk's sysfs directory */
                 return strncmp(n->root_disk, path, strlen(path)) == 0;
         }
-        case TOPO_DEV_CHAR:
-                return false;
+        case TOPO_DEV_CHAR: return false;
         }
         return false;
 }
@@ -654,8 +650,7 @@ static int take_device(struct tessera_node *n, struct enclave *e, const char *id
         /* asked first: an interface inside an enclave is invisible to the host's topology */
         char holder[64];
         if (ledger_device_owner(n->store, id, 0, holder, sizeof(holder), NULL) > 0)
-                return tessera_error_field(err, EBUSY, "devices", "devices: '%s' is owned by enclave '%s'", id,
-                                           holder);
+                return tessera_error_field(err, EBUSY, "devices", "devices: '%s' is owned by enclave '%s'", id, holder);
         struct topo_device dev;
         int r = topology_find_device(n->topo, id, &dev, err);
         if (r < 0) {
@@ -667,8 +662,7 @@ static int take_device(struct tessera_node *n, struct enclave *e, const char *id
                 return tessera_error_field(err, EPERM, "devices", "devices: '%s' is kept for the host (host_devices)",
                                            dev.id);
         if (is_host_critical(n, &dev))
-                return tessera_error_field(err, EPERM, "devices",
-                                           "devices: '%s' %s and is never given away", dev.id,
+                return tessera_error_field(err, EPERM, "devices", "devices: '%s' %s and is never given away", dev.id,
                                            dev.kind == TOPO_DEV_NET ? "carries the host's default route"
                                                                     : "holds the host's root filesystem or network");
         if (dev.kind == TOPO_DEV_NET && !(e->spec.namespaces & SPEC_NS_NET))
@@ -710,8 +704,9 @@ static int find_supervisor(struct tessera_config *cfg, struct tessera_error *err
         snprintf(cfg->supervisor, sizeof(cfg->supervisor), "%s/tessera-supervisor", TESSERA_LIBEXECDIR);
         if (access(cfg->supervisor, X_OK) == 0)
                 return 0;
-        return tessera_error_set(err, ENOENT, "cannot find tessera-supervisor next to tesserad or in %s (set "
-                                              "`supervisor` in the config)",
+        return tessera_error_set(err, ENOENT,
+                                 "cannot find tessera-supervisor next to tesserad or in %s (set "
+                                 "`supervisor` in the config)",
                                  TESSERA_LIBEXECDIR);
 }
 
@@ -771,8 +766,8 @@ static void confine_root_group(struct tessera_node *n, json_t *log)
         if (list && cgroup_root_set_cpus(n->cg, list, &err) == 0)
                 n->exclusive_cpus = true;
         else
-                json_array_append_new(log, json_sprintf("enclave cores stay exclusive in the ledger only: %s",
-                                                        err.msg));
+                json_array_append_new(log,
+                                      json_sprintf("enclave cores stay exclusive in the ledger only: %s", err.msg));
         free(list);
         hwloc_bitmap_free(pool);
 }
@@ -807,8 +802,7 @@ int node_open(const struct tessera_config *cfg, const struct node_watcher *w, js
                 /* forked before the store is opened: the mover holds no descriptor of it */
                 struct tessera_error merr = {0};
                 if (r == 0 && mover_start(n->cg, &n->mover, &merr) < 0)
-                        json_array_append_new(log, json_sprintf("no cgroup mover, moves happen inline: %s",
-                                                                merr.msg));
+                        json_array_append_new(log, json_sprintf("no cgroup mover, moves happen inline: %s", merr.msg));
         }
         char db[PATH_MAX + 16];
         snprintf(db, sizeof(db), "%s/tessera.db", cfg->state_dir);
@@ -968,8 +962,8 @@ static void release_root(struct tessera_node *n, struct enclave *e, json_t *log)
         int r = image_release(e->spec.root, n->cfg.state_dir, e->rec.name, &ierr);
         char where[PATH_MAX];
         if (r == 1 && log && image_roots_path(n->cfg.state_dir, e->rec.name, where, sizeof(where), NULL) == 0)
-                json_array_append_new(log, json_sprintf("enclave '%s': its root overlay is kept in `%s`",
-                                                        e->rec.name, where));
+                json_array_append_new(
+                        log, json_sprintf("enclave '%s': its root overlay is kept in `%s`", e->rec.name, where));
         else if (r < 0 && log)
                 json_array_append_new(log, json_sprintf("enclave '%s': %s", e->rec.name, ierr.msg));
 }
@@ -1006,8 +1000,7 @@ static int create_kernel(struct tessera_node *n, struct enclave *e, int *ret_pid
         fault_point("create:cgroup");
         /* the root stays mounted across supervisor restarts; only forgetting the enclave releases it */
         if (e->spec.root) {
-                r = image_prepare(e->spec.root, n->cfg.state_dir, e->rec.name, e->root_path, sizeof(e->root_path),
-                                  err);
+                r = image_prepare(e->spec.root, n->cfg.state_dir, e->rec.name, e->root_path, sizeof(e->root_path), err);
                 if (r < 0)
                         goto fail;
         }
@@ -1027,19 +1020,19 @@ static int create_kernel(struct tessera_node *n, struct enclave *e, int *ret_pid
         fault_point("create:devices");
         *ret_pidfd = pidfd;
         return 0;
-fail:
-        {
-                struct tessera_error undo = {0};
-                (void)cgroup_enclave_destroy(n->cg, e->rec.name, &undo);
-        }
+fail : {
+        struct tessera_error undo = {0};
+        (void)cgroup_enclave_destroy(n->cg, e->rec.name, &undo);
+}
         return r;
 }
 
 int enclave_create(struct tessera_node *n, uid_t caller, json_t *spec_json, json_t **ret, struct tessera_error *err)
 {
         if (caller != 0)
-                return tessera_error_set(err, EPERM, "only root creates enclaves (ask the administrator for one "
-                                                     "with `tessera create --owner`)");
+                return tessera_error_set(err, EPERM,
+                                         "only root creates enclaves (ask the administrator for one "
+                                         "with `tessera create --owner`)");
         _cleanup_enclave_ struct enclave e = {0};
         spec_init(&e.spec);
         int r = spec_from_json(spec_json, &e.spec, err);
@@ -1297,17 +1290,18 @@ static int parse_memory_arg(struct tessera_node *n, const char *arg, unsigned *r
                 *at = '\0';
                 uint64_t node;
                 if (parse_uint64(at + 1, INT32_MAX, &node) < 0 || !topology_numa(n->topo, (unsigned)node))
-                        return tessera_error_field(err, EINVAL, "memory", "memory: \"%s\" names no NUMA node of this "
-                                                                          "node", at + 1);
+                        return tessera_error_field(err, EINVAL, "memory",
+                                                   "memory: \"%s\" names no NUMA node of this "
+                                                   "node",
+                                                   at + 1);
                 *ret_numa = (int)node;
         }
         uint64_t bytes;
         if (parse_size(buf, &bytes) < 0 || bytes == 0)
                 return tessera_error_field(err, EINVAL, "memory", "memory: \"%s\" is not a size (use K, M, G, T)", buf);
         if (bytes % n->host.block_size)
-                return tessera_error_field(err, EINVAL, "memory",
-                                           "memory: %s is not a whole number of %lluM blocks", buf,
-                                           (unsigned long long)(n->host.block_size >> 20));
+                return tessera_error_field(err, EINVAL, "memory", "memory: %s is not a whole number of %lluM blocks",
+                                           buf, (unsigned long long)(n->host.block_size >> 20));
         *ret_blocks = (unsigned)(bytes / n->host.block_size);
         return 0;
 }
@@ -1331,8 +1325,8 @@ static int change_cpus(struct tessera_node *n, struct enclave *e, const char *ar
                 return tessera_error_set(err, ENOMEM, "out of memory");
         int r = 0;
         if (hwloc_bitmap_list_sscanf(list, arg) < 0 || hwloc_bitmap_iszero(list) || hwloc_bitmap_weight(list) < 0)
-                r = tessera_error_field(err, EINVAL, "cpus", "cpus: \"%s\" is neither a count nor a core list (\"4-5,7\")",
-                                        arg);
+                r = tessera_error_field(err, EINVAL, "cpus",
+                                        "cpus: \"%s\" is neither a count nor a core list (\"4-5,7\")", arg);
         else
                 r = release ? ledger_cpus_give_back(n->store, e->rec.id, list, err)
                             : ledger_cpus_take_list(n->store, e->rec.id, list, err);
@@ -1393,9 +1387,8 @@ int enclave_change(struct tessera_node *n, uid_t caller, json_t *args, bool rele
                         r = ledger_devices_of(n->store, e.rec.id, &devs, err);
                         size_t i;
                         json_t *d;
-                        json_array_foreach(devs, i, d) if (STREQ(json_string_value(json_object_get(d, "id")),
-                                                                 c.device)) dev_kind =
-                                json_string_value(json_object_get(d, "kind"));
+                        json_array_foreach(devs, i, d) if (STREQ(json_string_value(json_object_get(d, "id")), c.device))
+                                dev_kind = json_string_value(json_object_get(d, "kind"));
                         dev_kind = dev_kind ? strdupa(dev_kind) : NULL;
                         json_decref(devs);
                         if (r == 0)
@@ -1494,8 +1487,8 @@ static int restart_enclave(struct tessera_node *n, struct enclave *e, json_t *lo
         if (r == 0)
                 r = create_kernel(n, e, &pidfd, err);
         if (r == 0)
-                r = ledger_enclave_set_supervisor(n->store, e->rec.id, e->rec.supervisor_pid,
-                                                  e->rec.supervisor_start, err);
+                r = ledger_enclave_set_supervisor(n->store, e->rec.id, e->rec.supervisor_pid, e->rec.supervisor_start,
+                                                  err);
         if (r == 0)
                 r = ledger_enclave_count_restart(n->store, e->rec.id, err);
         if (r == 0)
@@ -1746,8 +1739,8 @@ int node_reconcile(struct tessera_node *n, json_t *log, struct tessera_error *er
                                                                                 "processes",
                                                                                 groups[g]));
                                 else
-                                        json_array_append_new(log, json_sprintf("stray cgroup '%s': %s", groups[g],
-                                                                                gerr.msg));
+                                        json_array_append_new(
+                                                log, json_sprintf("stray cgroup '%s': %s", groups[g], gerr.msg));
                         }
                         free(groups[g]);
                 }
@@ -1855,9 +1848,8 @@ json_t *node_summary(struct tessera_node *n, uid_t caller, struct tessera_error 
         for (size_t i = 0; i < n->topo->n_numa; i++) {
                 unsigned free_blocks = 0;
                 (void)ledger_free_blocks_on(n->store, n->topo->numa[i].os_index, &free_blocks, NULL);
-                json_array_append_new(numa, json_pack("{s:i, s:o, s:I, s:I, s:i}", "id",
-                                                      (int)n->topo->numa[i].os_index, "cpus",
-                                                      bitmap_json(n->topo->numa[i].cpus), "memory",
+                json_array_append_new(numa, json_pack("{s:i, s:o, s:I, s:I, s:i}", "id", (int)n->topo->numa[i].os_index,
+                                                      "cpus", bitmap_json(n->topo->numa[i].cpus), "memory",
                                                       (json_int_t)n->topo->numa[i].bytes, "blocks",
                                                       (json_int_t)(n->topo->numa[i].bytes / n->host.block_size),
                                                       "free_blocks", (int)free_blocks));
@@ -1904,11 +1896,11 @@ json_t *node_summary(struct tessera_node *n, uid_t caller, struct tessera_error 
                          (json_int_t)bs, "host_cpus", bitmap_json(n->host.cpus), "host_memory", (json_int_t)host_mem,
                          "cpus", "total", (int)(ch + cf + ce), "host", (int)ch, "free", (int)cf, "enclaves", (int)ce,
                          "memory", "total", (json_int_t)total, "host", (json_int_t)(bh * bs), "free",
-                         (json_int_t)(bf * bs), "enclaves", (json_int_t)(be * bs), "numa", numa, "devices", "total", dev_total, "free", dev_free,
-                         "enclaves", dev_enclaves, "enclaves", "total",
-                         (int)visible, "running", (int)running, "failed", (int)failed, "daemon", "pid",
-                         (int)getpid(), "rss", (json_int_t)self_rss(), "version", TESSERA_VERSION, "state_dir",
-                         n->cfg.state_dir, "socket", n->cfg.socket, "cgroup_root", n->cfg.cgroup_root);
+                         (json_int_t)(bf * bs), "enclaves", (json_int_t)(be * bs), "numa", numa, "devices", "total",
+                         dev_total, "free", dev_free, "enclaves", dev_enclaves, "enclaves", "total", (int)visible,
+                         "running", (int)running, "failed", (int)failed, "daemon", "pid", (int)getpid(), "rss",
+                         (json_int_t)self_rss(), "version", TESSERA_VERSION, "state_dir", n->cfg.state_dir, "socket",
+                         n->cfg.socket, "cgroup_root", n->cfg.cgroup_root);
 }
 
 /* The kernel's limits of one enclave against the ledger's. */
@@ -1924,7 +1916,8 @@ static void check_limits(struct tessera_node *n, const struct enclave_record *e,
         unsigned blocks = 0;
         char *want = NULL;
         if (ledger_cpus_of(n->store, e->id, cpus, NULL) == 0 &&
-            ledger_blocks_of(n->store, e->id, &blocks, NULL, NULL) == 0 && hwloc_bitmap_list_asprintf(&want, cpus) >= 0) {
+            ledger_blocks_of(n->store, e->id, &blocks, NULL, NULL) == 0 &&
+            hwloc_bitmap_list_asprintf(&want, cpus) >= 0) {
                 if (!STREQ(want, k.cpus))
                         json_array_append_new(problems, json_sprintf("enclave '%s': cpuset.cpus is \"%s\", the ledger "
                                                                      "says \"%s\"",
@@ -1936,9 +1929,8 @@ static void check_limits(struct tessera_node *n, const struct enclave_record *e,
                                                                      e->name, (unsigned long long)k.memory_bytes,
                                                                      (unsigned long long)bytes));
                 if (n->exclusive_cpus && !k.exclusive)
-                        json_array_append_new(problems,
-                                              json_sprintf("enclave '%s': its cores are not an exclusive cpuset",
-                                                           e->name));
+                        json_array_append_new(
+                                problems, json_sprintf("enclave '%s': its cores are not an exclusive cpuset", e->name));
         }
         free(want);
         hwloc_bitmap_free(cpus);
@@ -1988,9 +1980,8 @@ int node_check(struct tessera_node *n, uid_t caller, json_t **ret, struct tesser
                                 for (size_t i = 0; i < count; i++)
                                         known |= STREQ(recs[i].name, groups[g]);
                                 if (!known)
-                                        json_array_append_new(problems,
-                                                              json_sprintf("cgroup '%s' belongs to no enclave",
-                                                                           groups[g]));
+                                        json_array_append_new(
+                                                problems, json_sprintf("cgroup '%s' belongs to no enclave", groups[g]));
                                 free(groups[g]);
                         }
                         free(groups);

@@ -7,17 +7,17 @@
 #include "util.h"
 
 static const char *const points[] = {
-        "create:recorded",      /* enclave row and resources committed as 'creating' */
-        "create:cgroup",        /* cgroups made and limited */
-        "create:spawned",       /* supervisor running */
-        "create:devices",       /* interfaces moved in */
-        "create:committed",     /* state 'running' committed, before the reply */
-        "assign:ledger",        /* resources taken in the open transaction */
-        "assign:kernel",        /* cgroup/interface changed, not yet committed */
-        "release:kernel",       /* cgroup/interface changed, not yet committed */
-        "destroy:marked",       /* state 'destroying' committed */
-        "destroy:killed",       /* processes killed, cgroups removed */
-        "destroy:devices",      /* interfaces moved back */
+        "create:recorded",  /* enclave row and resources committed as 'creating' */
+        "create:cgroup",    /* cgroups made and limited */
+        "create:spawned",   /* supervisor running */
+        "create:devices",   /* interfaces moved in */
+        "create:committed", /* state 'running' committed, before the reply */
+        "assign:ledger",    /* resources taken in the open transaction */
+        "assign:kernel",    /* cgroup/interface changed, not yet committed */
+        "release:kernel",   /* cgroup/interface changed, not yet committed */
+        "destroy:marked",   /* state 'destroying' committed */
+        "destroy:killed",   /* processes killed, cgroups removed */
+        "destroy:devices",  /* interfaces moved back */
         NULL,
 };
 

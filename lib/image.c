@@ -139,7 +139,8 @@ static int parse_path(const char *key, json_t *v, char *buf, size_t n, struct te
                             key ? key : "", key ? ": " : "", path);
         for (const char *p = path; *p; p++)
                 if (iscntrl((unsigned char)*p))
-                        return fail(err, EINVAL, "%s%s\"%.200s\" has a control character", key ? key : "", key ? ": " : "", path);
+                        return fail(err, EINVAL, "%s%s\"%.200s\" has a control character", key ? key : "",
+                                    key ? ": " : "", path);
         if (strlen(path) >= n)
                 return fail(err, ENAMETOOLONG, "%s: the path is too long (at most %zu characters)", what, n - 1);
         snprintf(buf, n, "%s", path);

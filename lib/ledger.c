@@ -169,7 +169,7 @@ int ledger_enclave_insert(struct store *s, const char *name, const char *type, u
         return 0;
 }
 
-#define RECORD_COLUMNS \
+#define RECORD_COLUMNS                                                                                                 \
         "id, name, type, state, owner_uid, spec, supervisor_pid, supervisor_start, cause, restarts, created"
 
 static void record_from_row(sqlite3_stmt *st, struct enclave_record *r)
@@ -356,8 +356,8 @@ int ledger_cpus_take_list(struct store *s, int64_t id, hwloc_const_bitmap_t cpus
                 if (r == -ENOENT) {
                         unsigned total = 0;
                         count_cpus(s, &total, NULL);
-                        return tessera_error_field(err, EINVAL, "cpus", "cpus: core %d does not exist (this node has %u cores)",
-                                                   cpu, total);
+                        return tessera_error_field(err, EINVAL, "cpus",
+                                                   "cpus: core %d does not exist (this node has %u cores)", cpu, total);
                 }
                 if (r < 0)
                         return r;
@@ -466,7 +466,8 @@ int ledger_cpus_take_count(struct store *s, int64_t id, unsigned n, hwloc_const_
                         hwloc_bitmap_list_asprintf(&list, only_numa);
                         return tessera_error_field(err, ENOSPC, "cpus",
                                                    "cpus: %u cores asked on NUMA node %s, %u free there (%u free on "
-                                                   "the node)", n, list ? list : "?", avail, avail_all);
+                                                   "the node)",
+                                                   n, list ? list : "?", avail, avail_all);
                 }
                 return tessera_error_field(err, ENOSPC, "cpus", "cpus: %u cores asked, %u free", n, avail_all);
         }
@@ -645,9 +646,10 @@ int ledger_blocks_give_back(struct store *s, int64_t id, unsigned n, int numa, s
                 if (numa >= 0)
                         return tessera_error_field(err, EINVAL, "memory",
                                                    "memory: %u blocks to release on NUMA node %d, the enclave has %u "
-                                                   "there", n, numa, done);
-                return tessera_error_field(err, EINVAL, "memory", "memory: %u blocks to release, the enclave has %u",
-                                           n, done);
+                                                   "there",
+                                                   n, numa, done);
+                return tessera_error_field(err, EINVAL, "memory", "memory: %u blocks to release, the enclave has %u", n,
+                                           done);
         }
         return 0;
 }
@@ -707,7 +709,8 @@ int ledger_device_give_back(struct store *s, int64_t id, const char *dev, struct
         if (r < 0)
                 return r;
         if (sqlite3_changes(sqlite3_db_handle(st)) != 1)
-                return tessera_error_field(err, EINVAL, "devices", "devices: '%s' does not belong to this enclave", dev);
+                return tessera_error_field(err, EINVAL, "devices", "devices: '%s' does not belong to this enclave",
+                                           dev);
         return 0;
 }
 
@@ -726,8 +729,7 @@ int ledger_devices_of(struct store *s, int64_t id, json_t **ret, struct tessera_
         return 0;
 }
 
-int ledger_device_owner(struct store *s, const char *dev, uid_t viewer, char *ret, size_t n,
-                        struct tessera_error *err)
+int ledger_device_owner(struct store *s, const char *dev, uid_t viewer, char *ret, size_t n, struct tessera_error *err)
 {
         static const char sql[] = "SELECT e.name, e.owner_uid FROM devices d JOIN enclaves e ON d.enclave_id = e.id "
                                   "WHERE d.id = ?";
@@ -784,10 +786,10 @@ json_t *ledger_cpus_json(struct store *s, uid_t viewer, struct tessera_error *er
                 return NULL;
         json_t *a = json_array();
         while (sqlite3_step(st) == SQLITE_ROW)
-                json_array_append_new(a, json_pack("{s:i, s:i, s:i, s:i, s:s}", "cpu", sqlite3_column_int(st, 0),
-                                                   "core", sqlite3_column_int(st, 1), "package",
-                                                   sqlite3_column_int(st, 2), "numa", sqlite3_column_int(st, 3),
-                                                   "owner", owner_for(st, 4, 5, 6, viewer)));
+                json_array_append_new(a,
+                                      json_pack("{s:i, s:i, s:i, s:i, s:s}", "cpu", sqlite3_column_int(st, 0), "core",
+                                                sqlite3_column_int(st, 1), "package", sqlite3_column_int(st, 2), "numa",
+                                                sqlite3_column_int(st, 3), "owner", owner_for(st, 4, 5, 6, viewer)));
         sqlite3_reset(st);
         return a;
 }
@@ -865,13 +867,17 @@ int ledger_check(struct store *s, json_t *problems, struct tessera_error *err)
 {
         static const char *const checks[][2] = {
                 {"SELECT 'enclave ' || e.name || ' is running with no core' FROM enclaves e WHERE e.state = 'running' "
-                 "AND NOT EXISTS (SELECT 1 FROM cpus c WHERE c.enclave_id = e.id)", NULL},
+                 "AND NOT EXISTS (SELECT 1 FROM cpus c WHERE c.enclave_id = e.id)",
+                 NULL},
                 {"SELECT 'core ' || cpu || ' is owned by a missing enclave' FROM cpus WHERE enclave_id IS NOT NULL AND "
-                 "enclave_id NOT IN (SELECT id FROM enclaves)", NULL},
+                 "enclave_id NOT IN (SELECT id FROM enclaves)",
+                 NULL},
                 {"SELECT 'block ' || numa || '/' || block || ' is owned by a missing enclave' FROM blocks WHERE "
-                 "enclave_id IS NOT NULL AND enclave_id NOT IN (SELECT id FROM enclaves)", NULL},
+                 "enclave_id IS NOT NULL AND enclave_id NOT IN (SELECT id FROM enclaves)",
+                 NULL},
                 {"SELECT 'enclave ' || name || ' is still ' || state FROM enclaves WHERE state IN "
-                 "('creating','destroying')", NULL},
+                 "('creating','destroying')",
+                 NULL},
         };
         for (size_t i = 0; i < ELEMENTSOF(checks); i++) {
                 sqlite3_stmt *st = store_stmt(s, checks[i][0], err);

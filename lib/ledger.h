@@ -22,7 +22,7 @@ struct enclave_record {
         char type[8];   /* native | vm */
         char state[16]; /* creating | running | failed | destroying */
         uid_t owner_uid;
-        char *spec;     /* JSON text */
+        char *spec; /* JSON text */
         pid_t supervisor_pid;
         uint64_t supervisor_start;
         char cause[256];
@@ -32,8 +32,8 @@ struct enclave_record {
 void enclave_record_done(struct enclave_record *r);
 
 struct ledger_host {
-        hwloc_bitmap_t cpus;  /* kept for the host */
-        uint64_t *memory;     /* bytes kept on each NUMA node, indexed like topo->numa */
+        hwloc_bitmap_t cpus; /* kept for the host */
+        uint64_t *memory;    /* bytes kept on each NUMA node, indexed like topo->numa */
         uint64_t block_size;
 };
 
@@ -92,8 +92,7 @@ json_t *ledger_cpus_json(struct store *s, uid_t viewer, struct tessera_error *er
 json_t *ledger_memory_json(struct store *s, const struct tessera_topology *t, const struct ledger_host *host,
                            uid_t viewer, struct tessera_error *err);
 /* Owner of a device id as seen by `viewer`: "free", "host" is decided by the caller. */
-int ledger_device_owner(struct store *s, const char *dev, uid_t viewer, char *ret, size_t n,
-                        struct tessera_error *err);
+int ledger_device_owner(struct store *s, const char *dev, uid_t viewer, char *ret, size_t n, struct tessera_error *err);
 /* Totals for `node`: counts of cores and blocks by owner class. */
 int ledger_counts(struct store *s, unsigned *cpus_host, unsigned *cpus_free, unsigned *cpus_enclaves,
                   unsigned *blocks_host, unsigned *blocks_free, unsigned *blocks_enclaves, struct tessera_error *err);

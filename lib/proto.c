@@ -83,13 +83,14 @@ static int recv_all(int fd, void *buf, size_t len, int *fds, size_t *n_fds, size
         while (got < len) {
                 struct iovec iov = {.iov_base = p + got, .iov_len = len - got};
                 char control[CMSG_SPACE(sizeof(int) * PROTO_MAX_FDS)];
-                struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
-                                     .msg_controllen = sizeof(control)};
+                struct msghdr msg = {
+                        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof(control)};
                 ssize_t n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
-                        return tessera_error_set(err, errno, "cannot read from the control socket: %s", strerror(errno));
+                        return tessera_error_set(err, errno, "cannot read from the control socket: %s",
+                                                 strerror(errno));
                 }
                 collect_fds(&msg, fds, n_fds, cap);
                 if (n == 0)

@@ -19,17 +19,17 @@
 struct tessera_cgroup;
 
 struct sandbox_config {
-        const char *enclave;        /* enclave name: cgroup group and default hostname */
+        const char *enclave; /* enclave name: cgroup group and default hostname */
         const char *hostname;
-        const char *root;           /* NULL: keep the host's root (still a private mount ns) */
-        bool new_net;               /* CLONE_NEWNET */
-        bool new_user;              /* CLONE_NEWUSER with the map below */
-        uid_t map_uid;              /* enclave root -> this host uid (count ids) */
+        const char *root; /* NULL: keep the host's root (still a private mount ns) */
+        bool new_net;     /* CLONE_NEWNET */
+        bool new_user;    /* CLONE_NEWUSER with the map below */
+        uid_t map_uid;    /* enclave root -> this host uid (count ids) */
         gid_t map_gid;
         uint32_t map_count;
-        const char *supervisor_path; /* the tessera-supervisor binary */
-        int listen_fd;              /* the supervisor's control socket, passed as fd 3 */
-        int log_fd;                 /* stdout/stderr of the supervisor, or -1 for /dev/null */
+        const char *supervisor_path;   /* the tessera-supervisor binary */
+        int listen_fd;                 /* the supervisor's control socket, passed as fd 3 */
+        int log_fd;                    /* stdout/stderr of the supervisor, or -1 for /dev/null */
         struct tessera_cgroup *cgroup; /* placed in <enclave>/supervisor before exec */
 };
 
@@ -37,7 +37,8 @@ struct sandbox_config {
  * Starts the supervisor; returns its host pid and a pidfd (CLOEXEC).  On any
  * failure the child is killed and reaped, and nothing is left behind.
  */
-int sandbox_spawn_supervisor(const struct sandbox_config *cfg, pid_t *ret_pid, int *ret_pidfd, struct tessera_error *err);
+int sandbox_spawn_supervisor(const struct sandbox_config *cfg, pid_t *ret_pid, int *ret_pidfd,
+                             struct tessera_error *err);
 
 /* The process's start time in clock ticks since boot (field 22 of /proc/PID/stat):
  * with the pid it names a process across daemon restarts. */

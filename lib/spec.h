@@ -50,12 +50,12 @@ struct tessera_spec {
         bool hugepages;
         char *devices[SPEC_MAX_DEVICES];
         size_t n_devices;
-        uint64_t pids_max;       /* 0: no limit */
-        unsigned namespaces;     /* SPEC_NS_* */
-        struct image_ref *root;  /* NULL: share the host's root filesystem */
-        char hostname[64];       /* default: the name */
+        uint64_t pids_max;      /* 0: no limit */
+        unsigned namespaces;    /* SPEC_NS_* */
+        struct image_ref *root; /* NULL: share the host's root filesystem */
+        char hostname[64];      /* default: the name */
         enum spec_on_failure on_failure;
-        char owner[64];          /* "" unless given */
+        char owner[64]; /* "" unless given */
         /* VM enclaves (issue 6) keep their own keys under `vm:`; kept verbatim. */
         json_t *vm;
 };

@@ -23,44 +23,43 @@ struct store {
  * 'enclave'.  The foreign keys (RESTRICT) keep an enclave row alive while it
  * owns something, so no record of an owner can vanish under its resources.
  */
-static const char schema_v1[] =
-        "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
-        "CREATE TABLE enclaves("
-        "  id INTEGER PRIMARY KEY,"
-        "  name TEXT NOT NULL UNIQUE,"
-        "  type TEXT NOT NULL CHECK(type IN ('native','vm')),"
-        "  state TEXT NOT NULL CHECK(state IN ('creating','running','failed','destroying')),"
-        "  owner_uid INTEGER NOT NULL CHECK(owner_uid >= 0),"
-        "  spec TEXT NOT NULL,"
-        "  supervisor_pid INTEGER,"
-        "  supervisor_start INTEGER,"
-        "  cause TEXT,"
-        "  restarts INTEGER NOT NULL DEFAULT 0,"
-        "  created INTEGER NOT NULL);"
-        "CREATE TABLE cpus("
-        "  cpu INTEGER PRIMARY KEY,"
-        "  numa INTEGER NOT NULL,"
-        "  core INTEGER NOT NULL,"
-        "  package INTEGER NOT NULL,"
-        "  owner TEXT NOT NULL CHECK(owner IN ('host','free','enclave')),"
-        "  enclave_id INTEGER REFERENCES enclaves(id) ON DELETE RESTRICT,"
-        "  CHECK((owner = 'enclave') = (enclave_id IS NOT NULL)));"
-        "CREATE INDEX cpus_by_owner ON cpus(owner, numa, cpu);"
-        "CREATE INDEX cpus_by_enclave ON cpus(enclave_id);"
-        "CREATE TABLE blocks("
-        "  numa INTEGER NOT NULL,"
-        "  block INTEGER NOT NULL,"
-        "  owner TEXT NOT NULL CHECK(owner IN ('host','free','enclave')),"
-        "  enclave_id INTEGER REFERENCES enclaves(id) ON DELETE RESTRICT,"
-        "  PRIMARY KEY(numa, block),"
-        "  CHECK((owner = 'enclave') = (enclave_id IS NOT NULL)));"
-        "CREATE INDEX blocks_by_owner ON blocks(owner, numa, block);"
-        "CREATE INDEX blocks_by_enclave ON blocks(enclave_id);"
-        "CREATE TABLE devices("
-        "  id TEXT PRIMARY KEY,"
-        "  kind TEXT NOT NULL CHECK(kind IN ('pci','net','block','char')),"
-        "  enclave_id INTEGER NOT NULL REFERENCES enclaves(id) ON DELETE RESTRICT);"
-        "CREATE INDEX devices_by_enclave ON devices(enclave_id);";
+static const char schema_v1[] = "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+                                "CREATE TABLE enclaves("
+                                "  id INTEGER PRIMARY KEY,"
+                                "  name TEXT NOT NULL UNIQUE,"
+                                "  type TEXT NOT NULL CHECK(type IN ('native','vm')),"
+                                "  state TEXT NOT NULL CHECK(state IN ('creating','running','failed','destroying')),"
+                                "  owner_uid INTEGER NOT NULL CHECK(owner_uid >= 0),"
+                                "  spec TEXT NOT NULL,"
+                                "  supervisor_pid INTEGER,"
+                                "  supervisor_start INTEGER,"
+                                "  cause TEXT,"
+                                "  restarts INTEGER NOT NULL DEFAULT 0,"
+                                "  created INTEGER NOT NULL);"
+                                "CREATE TABLE cpus("
+                                "  cpu INTEGER PRIMARY KEY,"
+                                "  numa INTEGER NOT NULL,"
+                                "  core INTEGER NOT NULL,"
+                                "  package INTEGER NOT NULL,"
+                                "  owner TEXT NOT NULL CHECK(owner IN ('host','free','enclave')),"
+                                "  enclave_id INTEGER REFERENCES enclaves(id) ON DELETE RESTRICT,"
+                                "  CHECK((owner = 'enclave') = (enclave_id IS NOT NULL)));"
+                                "CREATE INDEX cpus_by_owner ON cpus(owner, numa, cpu);"
+                                "CREATE INDEX cpus_by_enclave ON cpus(enclave_id);"
+                                "CREATE TABLE blocks("
+                                "  numa INTEGER NOT NULL,"
+                                "  block INTEGER NOT NULL,"
+                                "  owner TEXT NOT NULL CHECK(owner IN ('host','free','enclave')),"
+                                "  enclave_id INTEGER REFERENCES enclaves(id) ON DELETE RESTRICT,"
+                                "  PRIMARY KEY(numa, block),"
+                                "  CHECK((owner = 'enclave') = (enclave_id IS NOT NULL)));"
+                                "CREATE INDEX blocks_by_owner ON blocks(owner, numa, block);"
+                                "CREATE INDEX blocks_by_enclave ON blocks(enclave_id);"
+                                "CREATE TABLE devices("
+                                "  id TEXT PRIMARY KEY,"
+                                "  kind TEXT NOT NULL CHECK(kind IN ('pci','net','block','char')),"
+                                "  enclave_id INTEGER NOT NULL REFERENCES enclaves(id) ON DELETE RESTRICT);"
+                                "CREATE INDEX devices_by_enclave ON devices(enclave_id);";
 
 int store_error(struct store *s, const char *what, struct tessera_error *err)
 {
@@ -85,25 +84,24 @@ int store_exec(struct store *s, const char *sql, struct tessera_error *err)
 }
 
 /* v2: applications.  They go with their enclave (CASCADE): history of a destroyed enclave is not kept. */
-static const char schema_v2[] =
-        "CREATE TABLE apps("
-        "  id INTEGER PRIMARY KEY,"
-        "  enclave_id INTEGER NOT NULL REFERENCES enclaves(id) ON DELETE CASCADE,"
-        "  name TEXT NOT NULL,"
-        "  argv TEXT NOT NULL,"
-        "  state TEXT NOT NULL CHECK(state IN ('running','exited','lost')),"
-        "  pid INTEGER,"
-        "  ns_pid INTEGER,"
-        "  start_time INTEGER,"
-        "  started INTEGER NOT NULL,"
-        "  ended INTEGER,"
-        "  exit_code INTEGER,"
-        "  signal INTEGER,"
-        "  cpu_ns INTEGER,"
-        "  peak_memory INTEGER,"
-        "  cause TEXT,"
-        "  UNIQUE(enclave_id, name));"
-        "CREATE INDEX apps_by_state ON apps(state);";
+static const char schema_v2[] = "CREATE TABLE apps("
+                                "  id INTEGER PRIMARY KEY,"
+                                "  enclave_id INTEGER NOT NULL REFERENCES enclaves(id) ON DELETE CASCADE,"
+                                "  name TEXT NOT NULL,"
+                                "  argv TEXT NOT NULL,"
+                                "  state TEXT NOT NULL CHECK(state IN ('running','exited','lost')),"
+                                "  pid INTEGER,"
+                                "  ns_pid INTEGER,"
+                                "  start_time INTEGER,"
+                                "  started INTEGER NOT NULL,"
+                                "  ended INTEGER,"
+                                "  exit_code INTEGER,"
+                                "  signal INTEGER,"
+                                "  cpu_ns INTEGER,"
+                                "  peak_memory INTEGER,"
+                                "  cause TEXT,"
+                                "  UNIQUE(enclave_id, name));"
+                                "CREATE INDEX apps_by_state ON apps(state);";
 
 /* v3: an application's cgroup leaf may be a prewarmed stem's, not named after it. */
 static const char schema_v3[] = "ALTER TABLE apps ADD COLUMN leaf TEXT;";
@@ -156,8 +154,7 @@ int store_open(const char *path, bool sync_full, struct store **ret, struct tess
         if (!s)
                 return tessera_error_set(err, ENOMEM, "out of memory");
         /* SQLITE_OPEN_EXRESCODE and no shared cache; fds SQLite opens are CLOEXEC (unix VFS). */
-        int rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                                 NULL);
+        int rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
         if (rc != SQLITE_OK) {
                 int r = tessera_error_set(err, EIO, "cannot open store `%s`: %s", path,
                                           s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));

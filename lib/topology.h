@@ -17,12 +17,12 @@ struct topo_cpu {
         unsigned os_index; /* the kernel's CPU number */
         int core;          /* os_index of its core (or logical index when hwloc has none) */
         int package;
-        int numa;          /* os_index of its NUMA node */
+        int numa; /* os_index of its NUMA node */
 };
 
 struct topo_numa {
         unsigned os_index;
-        uint64_t bytes;    /* local memory */
+        uint64_t bytes; /* local memory */
         hwloc_bitmap_t cpus;
 };
 
@@ -30,17 +30,17 @@ enum topo_device_kind { TOPO_DEV_PCI, TOPO_DEV_NET, TOPO_DEV_BLOCK, TOPO_DEV_CHA
 
 struct topo_device {
         enum topo_device_kind kind;
-        char id[64];          /* "0000:00:03.0", "eth0", "/dev/loop3" */
-        char description[128];/* vendor/device name, driver, or "virtual" */
-        char pci[16];         /* PCI address behind a net/block device, or "" */
-        int numa;             /* -1 when unknown */
+        char id[64];                   /* "0000:00:03.0", "eth0", "/dev/loop3" */
+        char description[128];         /* vendor/device name, driver, or "virtual" */
+        char pci[16];                  /* PCI address behind a net/block device, or "" */
+        int numa;                      /* -1 when unknown */
         unsigned dev_major, dev_minor; /* TOPO_DEV_BLOCK and TOPO_DEV_CHAR only */
 };
 
 struct tessera_topology {
         hwloc_topology_t hw;
         bool synthetic;        /* loaded from XML: planning only, no kernel steps */
-        struct topo_cpu *cpus;  /* sorted by os_index */
+        struct topo_cpu *cpus; /* sorted by os_index */
         size_t n_cpus;
         struct topo_numa *numa; /* sorted by os_index */
         size_t n_numa;
@@ -57,6 +57,7 @@ int topology_refresh_devices(struct tessera_topology *t, struct tessera_error *e
 const struct topo_cpu *topology_cpu(const struct tessera_topology *t, unsigned os_index);
 const struct topo_numa *topology_numa(const struct tessera_topology *t, unsigned os_index);
 /* Finds a device by id; for /dev paths and interfaces not in the list, probes the system. */
-int topology_find_device(struct tessera_topology *t, const char *id, struct topo_device *ret, struct tessera_error *err);
+int topology_find_device(struct tessera_topology *t, const char *id, struct topo_device *ret,
+                         struct tessera_error *err);
 
 #endif

@@ -89,7 +89,12 @@ int parse_size(const char *s, uint64_t *ret)
         case 'M': shift = 20; break;
         case 'G': shift = 30; break;
         case 'T': shift = 40; break;
-        case 'B': if (unit[1] == '\0') { *ret = v; return 0; } return -EINVAL;
+        case 'B':
+                if (unit[1] == '\0') {
+                        *ret = v;
+                        return 0;
+                }
+                return -EINVAL;
         default: return -EINVAL;
         }
         if (shift) {

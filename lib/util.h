@@ -27,16 +27,26 @@ static inline void fclosep(FILE **f)
         if (*f)
                 fclose(*f);
 }
-#define _cleanup_free_ _cleanup_(freep)
-#define _cleanup_close_ _cleanup_(closep)
+#define _cleanup_free_   _cleanup_(freep)
+#define _cleanup_close_  _cleanup_(closep)
 #define _cleanup_fclose_ _cleanup_(fclosep)
 
 /* Hand ownership out of a cleanup-attributed local. */
-#define TAKE_FD(fd) ({ int _fd_ = (fd); (fd) = -1; _fd_; })
-#define TAKE_PTR(p) ({ __typeof__(p) _p_ = (p); (p) = NULL; _p_; })
+#define TAKE_FD(fd)                                                                                                    \
+        ({                                                                                                             \
+                int _fd_ = (fd);                                                                                       \
+                (fd) = -1;                                                                                             \
+                _fd_;                                                                                                  \
+        })
+#define TAKE_PTR(p)                                                                                                    \
+        ({                                                                                                             \
+                __typeof__(p) _p_ = (p);                                                                               \
+                (p) = NULL;                                                                                            \
+                _p_;                                                                                                   \
+        })
 
 #define ELEMENTSOF(a) (sizeof(a) / sizeof((a)[0]))
-#define STREQ(a, b) (strcmp((a), (b)) == 0)
+#define STREQ(a, b)   (strcmp((a), (b)) == 0)
 
 /*
  * Writes `value` to `path` (relative to `dirfd`) in one write(2), as kernel

@@ -4,7 +4,7 @@ set -euo pipefail
 pkgs=(
         meson ninja-build pkg-config gcc libc6-dev
         libhwloc-dev hwloc-nox libsqlite3-dev libjansson-dev libfyaml-dev libseccomp-dev
-        iproute2 util-linux procps python3 psmisc
+        iproute2 util-linux procps python3 psmisc clang-format git
         cgroup-tools crun busybox-static squashfs-tools umoci
         qemu-system-x86 cpio xz-utils
 )

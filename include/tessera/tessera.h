@@ -14,7 +14,7 @@
 extern "C" {
 #endif
 
-#define TESSERA_PROTO_VERSION 1
+#define TESSERA_PROTO_VERSION  1
 #define TESSERA_DEFAULT_SOCKET "/run/tessera/tessera.sock"
 
 /*
@@ -29,8 +29,7 @@ struct tessera_error {
         char msg[1024];
 };
 
-int tessera_error_set(struct tessera_error *err, int code, const char *fmt, ...)
-        __attribute__((format(printf, 3, 4)));
+int tessera_error_set(struct tessera_error *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 int tessera_error_setv(struct tessera_error *err, int code, const char *fmt, va_list ap);
 /* Like tessera_error_set, and records the field at fault. */
 int tessera_error_field(struct tessera_error *err, int code, const char *field, const char *fmt, ...)
@@ -68,8 +67,8 @@ int tessera_client_call(struct tessera_client *c, const char *op, void *request,
  * fds_out (*n_out: in, its capacity; out, how many), CLOEXEC, owned by the
  * caller.
  */
-int tessera_client_call_fds(struct tessera_client *c, const char *op, void *request, const int *fds_in,
-                            size_t n_in, void **result, int *fds_out, size_t *n_out, struct tessera_error *err);
+int tessera_client_call_fds(struct tessera_client *c, const char *op, void *request, const int *fds_in, size_t n_in,
+                            void **result, int *fds_out, size_t *n_out, struct tessera_error *err);
 
 #ifdef __cplusplus
 }

@@ -50,7 +50,7 @@ bool app_cpulist_is_valid(const char *s);
  * the held ones) and returns true when the third Ctrl-] came: then the
  * bytes before it are in `out` and the rest of `in` is dropped.
  */
-#define DETACH_KEY 0x1d /* Ctrl-] */
+#define DETACH_KEY   0x1d /* Ctrl-] */
 #define DETACH_COUNT 3
 struct detach_scanner {
         unsigned held; /* Ctrl-] typed in a row so far, not yet passed on */

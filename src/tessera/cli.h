@@ -38,8 +38,8 @@ struct command {
         const char *name;
         struct command_alias aliases[4];
         int (*run)(struct cli *cli, int argc, char **argv);
-        const char *args;    /* usage after the name, e.g. "NAME" */
-        const char *summary; /* one line for `tessera help` */
+        const char *args;                  /* usage after the name, e.g. "NAME" */
+        const char *summary;               /* one line for `tessera help` */
         const struct option_help *options; /* for `tessera COMMAND --help`, ending with {NULL}; or NULL */
 };
 
@@ -47,12 +47,12 @@ struct cli {
         const char *socket_path; /* --socket, or NULL for $TESSERA_SOCKET / the default */
         bool json;
         const struct command *command;
-        const char *invoked_as;   /* the name or alias typed */
-        const char *positional;   /* from the alias, see struct command_alias */
-        const char *alias_args;   /* usage of that alias, or NULL */
+        const char *invoked_as;        /* the name or alias typed */
+        const char *positional;        /* from the alias, see struct command_alias */
+        const char *alias_args;        /* usage of that alias, or NULL */
         struct tessera_client *client; /* connected on first call */
-        char bad_option[64];      /* what cli_getopt() refused */
-        bool options_first;       /* cli_getopt stops at the first operand (launch: the command's options follow) */
+        char bad_option[64];           /* what cli_getopt() refused */
+        bool options_first; /* cli_getopt stops at the first operand (launch: the command's options follow) */
 };
 
 /* "tessera: MESSAGE" on stderr; returns 1 (EXIT_FAILURE). */

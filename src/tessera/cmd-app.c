@@ -29,23 +29,23 @@
 #include "proto.h"
 #include "util.h"
 
-#define NUM_BUF 32
+#define NUM_BUF          32
 #define DEFAULT_MAX_SIZE (64ull << 20)
-#define COPY_CHUNK (128u << 10)
-#define CONSOLE_BUF 4096
+#define COPY_CHUNK       (128u << 10)
+#define CONSOLE_BUF      4096
 /*
  * A pty master that said POLLOUT has room for some input, not necessarily a
  * whole buffer: small writes keep the shell from blocking on a program that
  * reads no input while its output waits for us.
  */
-#define MASTER_WRITE_CHUNK 256
+#define MASTER_WRITE_CHUNK    256
 #define CONSOLE_EOF_REPEAT_MS 1000
 #define INTERRUPTS_TO_GIVE_UP 3
-#define RECONNECT_PAUSE_MS 200
-#define RECONNECT_FOR_MS 60000 /* a tesserad restart, not an outage */
-#define LOG_RETRY_MS 10
-#define LOG_RETRY_MAX_MS 1000
-#define LOG_SETTLE_MS 100
+#define RECONNECT_PAUSE_MS    200
+#define RECONNECT_FOR_MS      60000 /* a tesserad restart, not an outage */
+#define LOG_RETRY_MS          10
+#define LOG_RETRY_MAX_MS      1000
+#define LOG_SETTLE_MS         100
 
 enum { OPT_CWD = 0x100 };
 
@@ -76,8 +76,7 @@ const struct option_help file_options[] = {
         {NULL},
 };
 
-static const char *const name_rule =
-        "letters, digits, '_', '.' and '-', at most 63, starting with a letter or digit";
+static const char *const name_rule = "letters, digits, '_', '.' and '-', at most 63, starting with a letter or digit";
 
 static int check_enclave_name(const struct cli *cli, const char *name)
 {
@@ -156,8 +155,10 @@ static int call_for_fd(struct tessera_client *c, const char *op, json_t *request
                 return r;
         if (n == 0) {
                 json_decref(TAKE_PTR(*ret));
-                return tessera_error_set(err, EPROTO, "tesserad answered `%s` without a descriptor; are tessera "
-                                         "and tesserad the same version?", op);
+                return tessera_error_set(err, EPROTO,
+                                         "tesserad answered `%s` without a descriptor; are tessera "
+                                         "and tesserad the same version?",
+                                         op);
         }
         *ret_fd = fds[0];
         return 0;
@@ -338,8 +339,8 @@ static int exit_like_app(const struct cli *cli, const json_t *app, const char *e
 struct waiter {
         const struct cli *cli;
         const char *enclave;
-        const char *app;     /* NULL until `launch` has answered */
-        int held[4];         /* signals caught before the application was known */
+        const char *app; /* NULL until `launch` has answered */
+        int held[4];     /* signals caught before the application was known */
         size_t n_held;
         unsigned interrupts; /* SIGINTs so far */
         bool forward_failed; /* said once, not for every signal */
@@ -494,8 +495,7 @@ static int stdio_for_app(int fds[3], int stand_ins[3], struct tessera_error *err
                         continue;
                 stand_ins[i] = open("/dev/null", O_RDWR | O_CLOEXEC);
                 if (stand_ins[i] < 0)
-                        return tessera_error_set(err, errno, "cannot open /dev/null for fd %d: %s", i,
-                                                 strerror(errno));
+                        return tessera_error_set(err, errno, "cannot open /dev/null for fd %d: %s", i, strerror(errno));
                 fds[i] = stand_ins[i];
         }
         return 0;
@@ -560,7 +560,8 @@ static int launch_option(struct cli *cli, int c, json_t *request, json_t *env)
         case 'e':
                 if (!app_env_is_valid(optarg))
                         return cli_fail("%s: env: \"%s\" is not NAME=VALUE (NAME: letters, digits and '_', not "
-                                        "starting with a digit)", cli->invoked_as, optarg);
+                                        "starting with a digit)",
+                                        cli->invoked_as, optarg);
                 return json_array_append_new(env, json_string(optarg)) < 0 ? cli_out_of_memory() : 0;
         case OPT_CWD:
                 if (!*optarg)
@@ -570,12 +571,9 @@ static int launch_option(struct cli *cli, int c, json_t *request, json_t *env)
                 if (!*optarg)
                         return cli_usage(cli, "--user needs a user");
                 return set_once(cli, request, "user", "--user", json_string(optarg));
-        case 'w':
-                return json_object_set_new(request, "wait", json_true()) < 0 ? cli_out_of_memory() : 0;
-        case 't':
-                return json_object_set_new(request, "tty", json_true()) < 0 ? cli_out_of_memory() : 0;
-        default:
-                return cli_option_status(cli, c) ?: -1; /* --help: done, with status 0 */
+        case 'w': return json_object_set_new(request, "wait", json_true()) < 0 ? cli_out_of_memory() : 0;
+        case 't': return json_object_set_new(request, "tty", json_true()) < 0 ? cli_out_of_memory() : 0;
+        default: return cli_option_status(cli, c) ?: -1; /* --help: done, with status 0 */
         }
 }
 
@@ -587,14 +585,10 @@ static int launch_option(struct cli *cli, int c, json_t *request, json_t *env)
 static int parse_launch(struct cli *cli, int argc, char **argv, json_t *request, const char **enclave)
 {
         static const struct option options[] = {
-                {"name", required_argument, NULL, 'n'},
-                {"cpus", required_argument, NULL, 'c'},
-                {"env", required_argument, NULL, 'e'},
-                {"cwd", required_argument, NULL, OPT_CWD},
-                {"user", required_argument, NULL, 'u'},
-                {"wait", no_argument, NULL, 'w'},
-                {"tty", no_argument, NULL, 't'},
-                {0},
+                {"name", required_argument, NULL, 'n'}, {"cpus", required_argument, NULL, 'c'},
+                {"env", required_argument, NULL, 'e'},  {"cwd", required_argument, NULL, OPT_CWD},
+                {"user", required_argument, NULL, 'u'}, {"wait", no_argument, NULL, 'w'},
+                {"tty", no_argument, NULL, 't'},        {0},
         };
         json_auto_t *env = json_array();
         json_t *command = json_array();
@@ -673,8 +667,7 @@ enum { COL_ID, COL_NAME, COL_ENCLAVE, COL_STATE, COL_PID, COL_NSPID, COL_STARTED
 
 static int app_table_add(struct table *t, const json_t *app, time_t now)
 {
-        char id[NUM_BUF], pid[NUM_BUF], ns_pid[NUM_BUF], started[NUM_BUF], status[NUM_BUF], cpu[NUM_BUF],
-                mem[NUM_BUF];
+        char id[NUM_BUF], pid[NUM_BUF], ns_pid[NUM_BUF], started[NUM_BUF], status[NUM_BUF], cpu[NUM_BUF], mem[NUM_BUF];
         format_json_uint(json_object_get(app, "id"), id, sizeof(id));
         format_json_uint(json_object_get(app, "pid"), pid, sizeof(pid));
         format_json_uint(json_object_get(app, "ns_pid"), ns_pid, sizeof(ns_pid));
@@ -698,9 +691,7 @@ static int print_apps(const json_t *list)
         time_t now = time(NULL);
         size_t i;
         const json_t *app;
-        json_array_foreach(list, i, app)
-                if (app_table_add(t, app, now) < 0)
-                        return cli_out_of_memory();
+        json_array_foreach(list, i, app) if (app_table_add(t, app, now) < 0) return cli_out_of_memory();
         return cli_print_table(t);
 }
 
@@ -739,8 +730,10 @@ int cmd_kill(struct cli *cli, int argc, char **argv)
                 if (c != 's')
                         return cli_option_status(cli, c);
                 if (app_parse_signal(optarg, &sig) < 0)
-                        return cli_usage(cli, "unknown signal '%s' (a name such as TERM, KILL, INT, HUP, USR1, or "
-                                              "a number 1-64)", optarg);
+                        return cli_usage(cli,
+                                         "unknown signal '%s' (a name such as TERM, KILL, INT, HUP, USR1, or "
+                                         "a number 1-64)",
+                                         optarg);
         }
         const char *enclave, *app;
         if ((status = take_enclave_and_app(cli, argc, argv, &enclave, &app)) >= 0)
@@ -773,9 +766,9 @@ _Static_assert(LOG_MAX_FILES <= PROTO_MAX_FDS, "more log files than a frame can 
 /* Copies a log as it grows, across rotations (<app>.log -> <app>.log.1), until the application has ended. */
 struct log_follower {
         const struct cli *cli;
-        json_t *request;               /* {"name", "app"} of `logs` */
-        struct tessera_client *asker;  /* a second connection: the first one waits */
-        int fd;                        /* the current <app>.log, or -1 while there is none */
+        json_t *request;              /* {"name", "app"} of `logs` */
+        struct tessera_client *asker; /* a second connection: the first one waits */
+        int fd;                       /* the current <app>.log, or -1 while there is none */
         int inotify, watch;
         dev_t dev;
         ino_t ino;
@@ -970,8 +963,8 @@ static int follow_to_quiet(struct log_follower *f)
 /* `fd` is the current file (or -1), already copied to its end. */
 static int follow_log(struct cli *cli, json_t *request, const json_t *app, int fd)
 {
-        _cleanup_(log_follower_done) struct log_follower f = {.cli = cli, .request = request, .fd = fd,
-                                                               .inotify = -1, .watch = -1};
+        _cleanup_(log_follower_done) struct log_follower f = {
+                .cli = cli, .request = request, .fd = fd, .inotify = -1, .watch = -1};
         int status;
         int r = app_exit_status(app, &status);
         if (r == 0 || r == -ESRCH)
@@ -980,8 +973,8 @@ static int follow_log(struct cli *cli, json_t *request, const json_t *app, int f
         if (f.inotify < 0)
                 return cli_fail("cannot create an inotify instance: %s", strerror(errno));
         if ((f.fd >= 0 && follower_watch(&f) < 0) || follower_drain(&f) < 0 ||
-            send_request(cli->client, "wait", request, NULL, 0, &f.err) < 0 ||
-            follow_until_ended(&f, cli) < 0 || follow_to_quiet(&f) < 0)
+            send_request(cli->client, "wait", request, NULL, 0, &f.err) < 0 || follow_until_ended(&f, cli) < 0 ||
+            follow_to_quiet(&f) < 0)
                 return cli_fail("%s", f.err.msg);
         return 0;
 }

@@ -8,7 +8,7 @@
 #include "spec.h"
 #include "util.h"
 
-#define NUM_BUF 24
+#define NUM_BUF          24
 #define MAX_CREATE_FLAGS 32
 
 static int check_enclave_name(const struct cli *cli, const char *name)
@@ -16,7 +16,8 @@ static int check_enclave_name(const struct cli *cli, const char *name)
         if (name_is_valid(name))
                 return 0;
         return cli_fail("%s: '%s' is not an enclave name (letters, digits, '_', '.' and '-', at most 63, "
-                        "starting with a letter or digit)", cli->invoked_as, name);
+                        "starting with a letter or digit)",
+                        cli->invoked_as, name);
 }
 
 /* Joins a JSON array of strings with ','; NULL when out of memory.  Non-strings are skipped. */
@@ -24,19 +25,17 @@ static char *join_strings(const json_t *array)
 {
         size_t len = 1, i;
         const json_t *v;
-        json_array_foreach(array, i, v)
-                if (json_is_string(v))
-                        len += json_string_length(v) + 1;
+        json_array_foreach(array, i, v) if (json_is_string(v)) len += json_string_length(v) + 1;
         char *buf = malloc(len);
         if (!buf)
                 return NULL;
         buf[0] = '\0';
-        json_array_foreach(array, i, v)
-                if (json_is_string(v)) {
-                        if (buf[0])
-                                strcat(buf, ",");
-                        strcat(buf, json_string_value(v));
-                }
+        json_array_foreach(array, i, v) if (json_is_string(v))
+        {
+                if (buf[0])
+                        strcat(buf, ",");
+                strcat(buf, json_string_value(v));
+        }
         return buf;
 }
 
@@ -106,9 +105,7 @@ int cmd_list(struct cli *cli, int argc, char **argv)
                 return cli_out_of_memory();
         size_t i;
         const json_t *e;
-        json_array_foreach(list, i, e)
-                if (enclave_table_add(t, e) < 0)
-                        return cli_out_of_memory();
+        json_array_foreach(list, i, e) if (enclave_table_add(t, e) < 0) return cli_out_of_memory();
         return cli_print_table(t);
 }
 

@@ -9,7 +9,7 @@
 #include "util.h"
 
 #define NODE_KEY_WIDTH 13
-#define NUM_BUF 24 /* a 64-bit number in decimal, or a human size */
+#define NUM_BUF        24 /* a 64-bit number in decimal, or a human size */
 
 typedef int (*print_result_fn)(const json_t *result);
 
@@ -70,15 +70,15 @@ static void print_node_memory(const json_t *node)
         const json_t *mem = json_object_get(node, "memory");
         char total[NUM_BUF], host[NUM_BUF], free_[NUM_BUF], enclaves[NUM_BUF];
         summary_line("memory", "%s total: %s host, %s free, %s in enclaves", size_of(mem, "total", total),
-                     size_of(mem, "host", host), size_of(mem, "free", free_),
-                     size_of(mem, "enclaves", enclaves));
+                     size_of(mem, "host", host), size_of(mem, "free", free_), size_of(mem, "enclaves", enclaves));
 }
 
 static void print_node_numa(const json_t *node)
 {
         size_t i;
         const json_t *numa;
-        json_array_foreach(json_object_get(node, "numa"), i, numa) {
+        json_array_foreach(json_object_get(node, "numa"), i, numa)
+        {
                 char key[32], id[NUM_BUF], memory[NUM_BUF], blocks[NUM_BUF], free_blocks[NUM_BUF];
                 _cleanup_free_ char *cpus = NULL;
                 if (cpulist_from_json(json_object_get(numa, "cpus"), &cpus) < 0)
@@ -99,8 +99,10 @@ static int print_node(const json_t *node)
         summary_line("hostname", "%s", json_string_or(node, "hostname", "-"));
         summary_line("kernel", "%s", json_string_or(node, "kernel", "-"));
         summary_line("cgroup", "%s", json_string_or(node, "cgroup", "-"));
-        summary_line("ledger only", "%s", json_is_true(ledger_only) ? "yes (resources are booked, not enforced)"
-                                           : json_is_false(ledger_only) ? "no" : "-");
+        summary_line("ledger only", "%s",
+                     json_is_true(ledger_only)    ? "yes (resources are booked, not enforced)"
+                     : json_is_false(ledger_only) ? "no"
+                                                  : "-");
         summary_line("block size", "%s", size_of(node, "block_size", block));
         print_node_cpus(node);
         print_node_memory(node);
@@ -114,8 +116,8 @@ static int print_node(const json_t *node)
                      uint_of(enclaves, "running", b), uint_of(enclaves, "failed", c));
 
         const json_t *daemon = json_object_get(node, "daemon");
-        summary_line("daemon", "pid %s, RSS %s, version %s", uint_of(daemon, "pid", a),
-                     size_of(daemon, "rss", b), json_string_or(daemon, "version", "-"));
+        summary_line("daemon", "pid %s, RSS %s, version %s", uint_of(daemon, "pid", a), size_of(daemon, "rss", b),
+                     json_string_or(daemon, "version", "-"));
         summary_line("state dir", "%s", json_string_or(daemon, "state_dir", "-"));
         summary_line("socket", "%s", json_string_or(daemon, "socket", "-"));
         summary_line("cgroup root", "%s", json_string_or(daemon, "cgroup_root", "-"));
@@ -138,7 +140,8 @@ static int print_cpus(const json_t *cpus)
                 table_align_right(t, col);
         size_t i;
         const json_t *cpu;
-        json_array_foreach(cpus, i, cpu) {
+        json_array_foreach(cpus, i, cpu)
+        {
                 char id[NUM_BUF], core[NUM_BUF], package[NUM_BUF], numa[NUM_BUF];
                 if (table_add_row(t, uint_of(cpu, "cpu", id), uint_of(cpu, "core", core),
                                   uint_of(cpu, "package", package), uint_of(cpu, "numa", numa),
@@ -197,7 +200,8 @@ static int print_memory(const json_t *memory)
         printf("block size %s\n", size_of(memory, "block_size", block));
         size_t i;
         const json_t *node;
-        json_array_foreach(nodes, i, node) {
+        json_array_foreach(nodes, i, node)
+        {
                 char numa[NUM_BUF], bytes[NUM_BUF], host[NUM_BUF];
                 size_t n_blocks = json_array_size(json_object_get(node, "blocks"));
                 printf("numa %s: %s, host reserve %s, %zu block%s\n", uint_of(node, "numa", numa),
@@ -227,7 +231,8 @@ static int print_devices(const json_t *devices)
                 return cli_out_of_memory();
         size_t i;
         const json_t *dev;
-        json_array_foreach(devices, i, dev) {
+        json_array_foreach(devices, i, dev)
+        {
                 char numa[NUM_BUF];
                 if (table_add_row(t, json_string_or(dev, "id", "-"), json_string_or(dev, "kind", "-"),
                                   uint_of(dev, "numa", numa), json_string_or(dev, "owner", "-"),

@@ -51,39 +51,62 @@ static const struct option_help common_options[] = {
 /* Sorted by name: `tessera help` lists them in this order. */
 static const struct command commands[] = {
         {"apps", {{"list_apps"}}, cmd_apps, "[NAME]", "list the applications (of one enclave)", NULL},
-        {"assign", {{"assign_cpus", "cpus", "NAME N|LIST"}, {"assign_memory", "memory", "NAME SIZE[@NUMA]"},
-                    {"assign_pci", "device", "NAME ID"}},
-         cmd_assign, "NAME [--cpus N|LIST] [--memory SIZE[@NUMA]] [--device ID]",
-         "give an enclave more cores, memory or a device", change_options},
-        {"cat", {{"cat_file"}}, cmd_cat, "NAME PATH [--max SIZE]", "print a file from inside an enclave",
-         file_options},
+        {"assign",
+         {{"assign_cpus", "cpus", "NAME N|LIST"},
+          {"assign_memory", "memory", "NAME SIZE[@NUMA]"},
+          {"assign_pci", "device", "NAME ID"}},
+         cmd_assign,
+         "NAME [--cpus N|LIST] [--memory SIZE[@NUMA]] [--device ID]",
+         "give an enclave more cores, memory or a device",
+         change_options},
+        {"cat", {{"cat_file"}}, cmd_cat, "NAME PATH [--max SIZE]", "print a file from inside an enclave", file_options},
         {"check", {{0}}, cmd_check, "", "check the ledger against the kernel (root only)", NULL},
-        {"console", {{0}}, cmd_console, "NAME", "attach to an enclave's console (Ctrl-] three times detaches)",
-         NULL},
+        {"console", {{0}}, cmd_console, "NAME", "attach to an enclave's console (Ctrl-] three times detaches)", NULL},
         {"cpus", {{"list_cpus"}}, cmd_cpus, "", "list the cores and who owns each", NULL},
-        {"create", {{"create_enclave"}}, cmd_create, "[FILE.yaml] [--name NAME --cpus N|LIST --memory SIZE ...]",
-         "create an enclave from a spec file and/or flags (flags override the file)", create_options},
-        {"destroy", {{"destroy_enclave"}}, cmd_destroy, "NAME", "destroy an enclave and give back its resources",
-         NULL},
+        {"create",
+         {{"create_enclave"}},
+         cmd_create,
+         "[FILE.yaml] [--name NAME --cpus N|LIST --memory SIZE ...]",
+         "create an enclave from a spec file and/or flags (flags override the file)",
+         create_options},
+        {"destroy", {{"destroy_enclave"}}, cmd_destroy, "NAME", "destroy an enclave and give back its resources", NULL},
         {"devices", {{"list_pci"}}, cmd_devices, "", "list the devices and who owns each", NULL},
         {"help", {{0}}, cmd_help, "[COMMAND]", "show the commands, or one command's options", NULL},
-        {"kill", {{0}}, cmd_kill, "NAME APP [--signal SIG]", "send an application a signal (default TERM)",
+        {"kill",
+         {{0}},
+         cmd_kill,
+         "NAME APP [--signal SIG]",
+         "send an application a signal (default TERM)",
          kill_options},
-        {"launch", {{"launch_app"}}, cmd_launch,
+        {"launch",
+         {{"launch_app"}},
+         cmd_launch,
          "NAME [--name APP] [--cpus LIST] [--env K=V]... [--cwd DIR] [--user U] [--wait] [--tty] [--] CMD [ARGS...]",
-         "start an application in an enclave", launch_options},
+         "start an application in an enclave",
+         launch_options},
         {"list", {{"list_enclaves"}}, cmd_list, "", "list the enclaves", NULL},
         {"logs", {{0}}, cmd_logs, "NAME APP [--follow]", "print an application's output", logs_options},
-        {"memory", {{"list_memory"}}, cmd_memory, "", "list the memory blocks of each NUMA node and their owners",
+        {"memory",
+         {{"list_memory"}},
+         cmd_memory,
+         "",
+         "list the memory blocks of each NUMA node and their owners",
          NULL},
         {"node", {{0}}, cmd_node, "", "summarize this node: cores, memory, NUMA, enclaves, daemon", NULL},
         {"ping", {{"ping_enclave"}}, cmd_ping, "NAME", "check that an enclave's supervisor answers", NULL},
-        {"release", {{"remove_pci", "device", "NAME ID"}}, cmd_release,
+        {"release",
+         {{"remove_pci", "device", "NAME ID"}},
+         cmd_release,
          "NAME [--cpus N|LIST] [--memory SIZE[@NUMA]] [--device ID]",
-         "take cores, memory or a device back from an enclave", change_options},
+         "take cores, memory or a device back from an enclave",
+         change_options},
         {"wait", {{0}}, cmd_wait, "NAME APP", "wait for an application to end and exit with its status", NULL},
-        {"write", {{"cat_into_file"}}, cmd_write, "NAME PATH [--max SIZE] < DATA",
-         "write standard input into a file inside an enclave", file_options},
+        {"write",
+         {{"cat_into_file"}},
+         cmd_write,
+         "NAME PATH [--max SIZE] < DATA",
+         "write standard input into a file inside an enclave",
+         file_options},
 };
 
 int cli_fail(const char *fmt, ...)
@@ -153,12 +176,12 @@ static void print_main_help(FILE *f)
                 fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].summary);
                 print_aliases(&commands[i], "           ", f);
         }
-        fprintf(f, "\nOptions:\n"
-                   "  -s, --socket PATH  tesserad's socket (default: $TESSERA_SOCKET, else "
-                   TESSERA_DEFAULT_SOCKET ")\n"
-                   "  -j, --json         print the daemon's answer as JSON\n"
-                   "  -h, --help         this help; `tessera COMMAND --help` shows one command\n"
-                   "  -V, --version      print the version\n");
+        fprintf(f,
+                "\nOptions:\n"
+                "  -s, --socket PATH  tesserad's socket (default: $TESSERA_SOCKET, else " TESSERA_DEFAULT_SOCKET ")\n"
+                "  -j, --json         print the daemon's answer as JSON\n"
+                "  -h, --help         this help; `tessera COMMAND --help` shows one command\n"
+                "  -V, --version      print the version\n");
 }
 
 /* Finds a command by name or alias; fills the alias part of `cli`. */
@@ -259,7 +282,8 @@ int cli_out_of_memory(void)
 int cli_unexpected_reply(const char *op, const char *expected)
 {
         return cli_fail("unexpected reply from tesserad to `%s` (expected %s); are tessera and tesserad the same "
-                        "version?", op, expected);
+                        "version?",
+                        op, expected);
 }
 
 int cli_print_table(const struct table *t)
@@ -327,12 +351,8 @@ static int parse_global_options(struct cli *cli, int argc, char **argv, bool *do
         /* '+': stop at the command name, whose own options follow it. */
         while ((c = getopt_long(argc, argv, "+:s:jhV", options, NULL)) != -1) {
                 switch (c) {
-                case 's':
-                        cli->socket_path = optarg;
-                        break;
-                case 'j':
-                        cli->json = true;
-                        break;
+                case 's': cli->socket_path = optarg; break;
+                case 'j': cli->json = true; break;
                 case 'h':
                         print_main_help(stdout);
                         *done = true;

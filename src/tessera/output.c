@@ -132,8 +132,7 @@ static void print_padding(FILE *f, size_t n)
                 fputc(' ', f);
 }
 
-static void print_line(const struct table *t, char *const *cells, const size_t *width, const bool *visible,
-                       FILE *f)
+static void print_line(const struct table *t, char *const *cells, const size_t *width, const bool *visible, FILE *f)
 {
         /* Blanks owed to the previous cell are written only when something follows, so lines never end in blanks. */
         size_t pending = 0;

@@ -16,7 +16,7 @@
 struct table;
 
 /* table_new("NAME", "STATE", ...): a table with these headers; NULL when out of memory. */
-#define table_new(...) \
+#define table_new(...)                                                                                                 \
         table_new_n((const char *[]){__VA_ARGS__}, sizeof((const char *[]){__VA_ARGS__}) / sizeof(const char *))
 struct table *table_new_n(const char *const *headers, size_t n);
 struct table *table_free(struct table *t);
@@ -35,8 +35,8 @@ void table_hide_if_empty(struct table *t, size_t column);
  * cell and cells not given (fewer than the columns) print empty.  -E2BIG when
  * given more cells than columns, -ENOMEM.
  */
-#define table_add_row(t, ...) \
-        table_add_row_n((t), (const char *[]){__VA_ARGS__}, \
+#define table_add_row(t, ...)                                                                                          \
+        table_add_row_n((t), (const char *[]){__VA_ARGS__},                                                            \
                         sizeof((const char *[]){__VA_ARGS__}) / sizeof(const char *))
 int table_add_row_n(struct table *t, const char *const *cells, size_t n);
 size_t table_rows(const struct table *t);

@@ -18,8 +18,8 @@ struct io {
 
 typedef int (*handler_fn)(struct tessera_node *n, const struct caller *who, json_t *req, json_t **ret,
                           struct tessera_error *err);
-typedef int (*io_handler_fn)(struct tessera_node *n, const struct caller *who, json_t *req, struct io *io,
-                             json_t **ret, struct tessera_error *err);
+typedef int (*io_handler_fn)(struct tessera_node *n, const struct caller *who, json_t *req, struct io *io, json_t **ret,
+                             struct tessera_error *err);
 
 /* After a launch or a create the enclave's stem pool is topped up, once the client has its answer. */
 static void refill_after(json_t *req, struct io *io)
@@ -183,12 +183,12 @@ static const struct op {
         handler_fn fn;
         io_handler_fn io_fn;
 } ops[] = {
-        {"apps", op_apps, NULL},       {"assign", op_assign, NULL},   {"cat", NULL, op_cat},
-        {"check", op_check, NULL},     {"console", NULL, op_console}, {"cpus", op_cpus, NULL},
-        {"create", NULL, op_create},   {"destroy", op_destroy, NULL}, {"devices", op_devices, NULL},
-        {"kill", op_kill, NULL},       {"launch", NULL, op_launch},   {"list", op_list, NULL},
-        {"logs", NULL, op_logs},       {"memory", op_memory, NULL},   {"node", op_node, NULL},
-        {"ping", op_ping, NULL},       {"release", op_release, NULL}, {"wait", NULL, op_wait},
+        {"apps", op_apps, NULL},     {"assign", op_assign, NULL},   {"cat", NULL, op_cat},
+        {"check", op_check, NULL},   {"console", NULL, op_console}, {"cpus", op_cpus, NULL},
+        {"create", NULL, op_create}, {"destroy", op_destroy, NULL}, {"devices", op_devices, NULL},
+        {"kill", op_kill, NULL},     {"launch", NULL, op_launch},   {"list", op_list, NULL},
+        {"logs", NULL, op_logs},     {"memory", op_memory, NULL},   {"node", op_node, NULL},
+        {"ping", op_ping, NULL},     {"release", op_release, NULL}, {"wait", NULL, op_wait},
         {"write", NULL, op_write},
 };
 
@@ -197,8 +197,8 @@ static int op_cmp(const void *key, const void *elem)
         return strcmp(key, *(const char *const *)elem);
 }
 
-json_t *dispatch(struct tessera_node *node, const struct caller *who, json_t *request, const int *fds_in,
-                 size_t n_in, struct outcome *out)
+json_t *dispatch(struct tessera_node *node, const struct caller *who, json_t *request, const int *fds_in, size_t n_in,
+                 struct outcome *out)
 {
         struct tessera_error err = {0};
         json_t *result = NULL;

@@ -21,14 +21,22 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
         static const struct option opts[] = {
-                {"config", required_argument, NULL, 'c'},       {"state-dir", required_argument, NULL, 0},
-                {"socket", required_argument, NULL, 0},         {"cgroup-root", required_argument, NULL, 0},
-                {"host-cpus", required_argument, NULL, 0},      {"host-memory", required_argument, NULL, 0},
-                {"block-size", required_argument, NULL, 0},     {"host-devices", required_argument, NULL, 0},
-                {"topology", required_argument, NULL, 0},       {"sync", required_argument, NULL, 0},
-                {"supervisor", required_argument, NULL, 0},     {"fault", required_argument, NULL, 0},
-                {"list-fault-points", no_argument, NULL, 'L'},  {"version", no_argument, NULL, 'V'},
-                {"help", no_argument, NULL, 'h'},               {0},
+                {"config", required_argument, NULL, 'c'},
+                {"state-dir", required_argument, NULL, 0},
+                {"socket", required_argument, NULL, 0},
+                {"cgroup-root", required_argument, NULL, 0},
+                {"host-cpus", required_argument, NULL, 0},
+                {"host-memory", required_argument, NULL, 0},
+                {"block-size", required_argument, NULL, 0},
+                {"host-devices", required_argument, NULL, 0},
+                {"topology", required_argument, NULL, 0},
+                {"sync", required_argument, NULL, 0},
+                {"supervisor", required_argument, NULL, 0},
+                {"fault", required_argument, NULL, 0},
+                {"list-fault-points", no_argument, NULL, 'L'},
+                {"version", no_argument, NULL, 'V'},
+                {"help", no_argument, NULL, 'h'},
+                {0},
         };
         struct tessera_config cfg;
         struct tessera_error err = {0};
@@ -57,21 +65,14 @@ int main(int argc, char **argv)
                                 return 2;
                         }
                         break;
-                case 'c':
-                        break;
+                case 'c': break;
                 case 'L':
                         for (const char *const *p = fault_points(); *p; p++)
                                 printf("%s\n", *p);
                         return 0;
-                case 'V':
-                        printf("tesserad %s\n", TESSERA_VERSION);
-                        return 0;
-                case 'h':
-                        usage(stdout);
-                        return 0;
-                default:
-                        usage(stderr);
-                        return 2;
+                case 'V': printf("tesserad %s\n", TESSERA_VERSION); return 0;
+                case 'h': usage(stdout); return 0;
+                default: usage(stderr); return 2;
                 }
         }
         if (optind < argc) {

@@ -29,7 +29,7 @@ enum tag_kind { TAG_LISTEN, TAG_SIGNAL, TAG_CLIENT, TAG_PIDFD, TAG_APP, TAG_MOVE
 
 /* epoll's data word: the kind in the top bits, an fd or an enclave id below. */
 #define TAG(kind, v) (((uint64_t)(kind) << 56) | ((uint64_t)(v) & ((1ULL << 56) - 1)))
-#define TAG_KIND(t) ((enum tag_kind)((t) >> 56))
+#define TAG_KIND(t)  ((enum tag_kind)((t) >> 56))
 #define TAG_VALUE(t) ((int64_t)((t) & ((1ULL << 56) - 1)))
 
 /* A client whose `wait` is answered when its application ends. */
@@ -57,8 +57,7 @@ static void log_lines(const char *what, json_t *log)
 static void watcher_add(void *ctx, int pidfd, enum watch_kind kind, int64_t id)
 {
         struct server *s = ctx;
-        struct epoll_event ev = {.events = EPOLLIN,
-                                 .data.u64 = TAG(kind == WATCH_APP ? TAG_APP : TAG_PIDFD, id)};
+        struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG(kind == WATCH_APP ? TAG_APP : TAG_PIDFD, id)};
         if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, pidfd, &ev) < 0)
                 fprintf(stderr, "tesserad: cannot watch %s %lld: %m\n", kind == WATCH_APP ? "application" : "enclave",
                         (long long)id);
@@ -315,21 +314,15 @@ int serve(const struct tessera_config *cfg)
                 for (int i = 0; i < n; i++) {
                         uint64_t tag = events[i].data.u64;
                         switch (TAG_KIND(tag)) {
-                        case TAG_LISTEN:
-                                accept_client(&s, lfd);
-                                break;
-                        case TAG_SIGNAL:
-                                running = false;
-                                break;
+                        case TAG_LISTEN: accept_client(&s, lfd); break;
+                        case TAG_SIGNAL: running = false; break;
                         case TAG_CLIENT:
                                 if (events[i].events & (EPOLLIN))
                                         serve_client(&s, (int)TAG_VALUE(tag));
                                 else
                                         drop_client(&s, (int)TAG_VALUE(tag));
                                 break;
-                        case TAG_MOVER:
-                                app_pool_events(s.node);
-                                break;
+                        case TAG_MOVER: app_pool_events(s.node); break;
                         case TAG_APP: {
                                 struct tessera_error aerr = {0};
                                 if (app_exited(s.node, TAG_VALUE(tag), log, &aerr) < 0)

@@ -20,13 +20,13 @@ struct caller {
 struct outcome {
         int fds[MAX_REPLY_FDS]; /* descriptors for the client, owned until sent */
         size_t n_fds;
-        int64_t wait_app;       /* > 0: no reply now; answer when this application ends */
-        char refill[64];        /* after the reply: top up this enclave's prewarmed stems */
+        int64_t wait_app; /* > 0: no reply now; answer when this application ends */
+        char refill[64];  /* after the reply: top up this enclave's prewarmed stems */
 };
 
 /* Runs one request; returns the reply, or NULL when it is deferred (out->wait_app). */
-json_t *dispatch(struct tessera_node *node, const struct caller *who, json_t *request, const int *fds_in,
-                 size_t n_in, struct outcome *out);
+json_t *dispatch(struct tessera_node *node, const struct caller *who, json_t *request, const int *fds_in, size_t n_in,
+                 struct outcome *out);
 
 /* The socket loop: returns when SIGTERM or SIGINT arrives; enclaves keep running. */
 int serve(const struct tessera_config *cfg);

@@ -96,7 +96,8 @@ cgroup_path() { # CONTROLLER ENCLAVE [FILE]
 cleanup() {
         local h
         for h in "${CLEANUP_HOOKS[@]}"; do eval "$h" >/dev/null 2>&1; done
-        if [ -n "$DAEMON_PID" ] || start_daemon >/dev/null 2>&1; then
+        # a daemon only to clean up after one this suite ran
+        if [ -n "$DAEMON_PID" ] || { [ -d "$T/state" ] && start_daemon >/dev/null 2>&1; }; then
                 for e in $(tessera --json list 2>/dev/null | python3 -c 'import json,sys; [print(e["name"]) for e in json.load(sys.stdin)]' 2>/dev/null); do
                         tessera destroy "$e" >/dev/null 2>&1
                 done

@@ -84,8 +84,8 @@ static void test_exit_status_case(const char *json, int want_r, int want_status,
         json_t *app = json_loads(json, 0, NULL);
         int status = -1;
         int r = app_exit_status(app, &status);
-        ok(r == want_r && (r < 0 || status == want_status), "exit status %s: r=%d status=%d (got r=%d status=%d)",
-           what, want_r, want_status, r, status);
+        ok(r == want_r && (r < 0 || status == want_status), "exit status %s: r=%d status=%d (got r=%d status=%d)", what,
+           want_r, want_status, r, status);
         json_decref(app);
 }
 
@@ -94,8 +94,7 @@ static void test_exit_status(void)
         test_exit_status_case("{\"state\":\"exited\",\"exit_code\":0,\"signal\":null,\"status\":0}", 0, 0, "exit 0");
         test_exit_status_case("{\"state\":\"exited\",\"exit_code\":3,\"signal\":null}", 0, 3,
                               "exit 3 without \"status\"");
-        test_exit_status_case("{\"state\":\"exited\",\"exit_code\":null,\"signal\":9}", 0, 137,
-                              "killed: 128 + signal");
+        test_exit_status_case("{\"state\":\"exited\",\"exit_code\":null,\"signal\":9}", 0, 137, "killed: 128 + signal");
         test_exit_status_case("{\"state\":\"exited\",\"exit_code\":null,\"signal\":15,\"status\":143}", 0, 143,
                               "killed, with status");
         test_exit_status_case("{\"state\":\"running\",\"exit_code\":null,\"signal\":null}", -EAGAIN, 0, "running");
@@ -221,7 +220,9 @@ static void test_detach_case(const char *const *chunks, size_t n, bool want_deta
 static void test_detach(void)
 {
         test_detach_case((const char *const[]){"ls\r"}, 1, false, "ls\r", "plain input passes");
-        test_detach_case((const char *const[]){"a\x1d\x1d\x1d" "b"}, 1, true, "a", "three in a row detach");
+        test_detach_case((const char *const[]){"a\x1d\x1d\x1d"
+                                               "b"},
+                         1, true, "a", "three in a row detach");
         test_detach_case((const char *const[]){"\x1d", "\x1d", "\x1d"}, 3, true, "", "three across reads detach");
         test_detach_case((const char *const[]){"\x1dx"}, 1, false, "\x1dx", "a lone Ctrl-] is passed on");
         test_detach_case((const char *const[]){"\x1d\x1d", "y"}, 2, false, "\x1d\x1dy",

@@ -423,7 +423,8 @@ static void test_flags(void)
         ok(spec_set_field(&s, "numa", "1", &err) == 0 && hwloc_bitmap_isset(s.numa, 1) &&
                    hwloc_bitmap_weight(s.numa) == 1,
            "--numa 1");
-        ok(spec_set_field(&s, "root", "/srv/sim", &err) == 0 && s.root && STREQ(s.root->path, "/srv/sim"), "--root /srv/sim");
+        ok(spec_set_field(&s, "root", "/srv/sim", &err) == 0 && s.root && STREQ(s.root->path, "/srv/sim"),
+           "--root /srv/sim");
         ok(spec_set_field(&s, "hostname", "node-1", &err) == 0 && STREQ(s.hostname, "node-1"), "--hostname");
         ok(spec_set_field(&s, "owner", "1000", &err) == 0 && STREQ(s.owner, "1000"), "--owner 1000");
         ok(spec_set_field(&s, "type", "vm", &err) == 0 && s.type == SPEC_VM, "--type vm");
