@@ -364,17 +364,10 @@ void app_pool_events(struct tessera_node *n)
                                 n->stems[i].ready = true;
                                 n->stems[i].job = 0;
                         } else {
-                                struct enclave_record rec;
-                                const char *enclave = NULL;
-                                struct enclave_record *recs = NULL;
-                                size_t count = 0;
-                                (void)rec;
-                                if (ledger_enclave_list(n->store, &recs, &count, NULL) == 0)
-                                        for (size_t k = 0; k < count; k++)
-                                                if (recs[k].id == n->stems[i].enclave_id)
-                                                        enclave = recs[k].name;
-                                stem_discard(n, enclave, &n->stems[i]);
-                                enclave_records_free(recs, count);
+                                char enclave[64];
+                                bool known = ledger_enclave_name(n->store, n->stems[i].enclave_id, enclave,
+                                                                 sizeof(enclave)) == 0;
+                                stem_discard(n, known ? enclave : NULL, &n->stems[i]);
                                 n->stems[i] = n->stems[--n->n_stems];
                         }
                         break;
@@ -401,9 +394,7 @@ static int launch_in_enclave(struct tessera_node *n, struct enclave *e, struct l
         /* a stem already sits in a leaf of its own: no cgroup move on this path */
         struct stem stem;
         bool stemmed = take_stem(n, e->rec.id, &stem);
-        if (stemmed) {
-                close(stem.pidfd); /* the supervisor sends a fresh one with the launch */
-        } else {
+        if (!stemmed) {
                 int r = cgroup_app_create(n->cg, e->rec.name, l->app, err);
                 if (r < 0)
                         return r;
@@ -411,8 +402,11 @@ static int launch_in_enclave(struct tessera_node *n, struct enclave *e, struct l
         _cleanup_close_ int logdir = -1;
         if (!l->pass_stdio && !l->tty) {
                 logdir = open_log_dir(n, e, err);
-                if (logdir < 0)
+                if (logdir < 0) {
+                        if (stemmed)
+                                stem_discard(n, e->rec.name, &stem);
                         return logdir;
+                }
         }
         json_t *req = json_pack("{s:i, s:s, s:s, s:O, s:O, s:s, s:i, s:i, s:s?, s:b}", "version", TESSERA_PROTO_VERSION,
                                 "op", "launch", "app", l->app, "argv", l->argv, "env", l->env, "cwd", l->cwd, "uid",
@@ -429,10 +423,12 @@ static int launch_in_enclave(struct tessera_node *n, struct enclave *e, struct l
                                     l->pass_stdio ? 3 : (logdir >= 0 ? 1 : 0), &res, fds, &n_fds, err);
         json_decref(req);
         if (r < 0) {
-                if (stemmed)
-                        (void)cgroup_app_remove(n->cg, e->rec.name, stem.name, NULL);
+                if (stemmed) /* a refused request must not leave the stem unowned in the supervisor */
+                        stem_discard(n, e->rec.name, &stem);
                 return r;
         }
+        if (stemmed)
+                close(stem.pidfd); /* the supervisor sent a fresh one with the reply */
         *ret_ns_pid = (int)json_integer_value(json_object_get(res, "ns_pid"));
         json_decref(res);
         if (n_fds < 1 || (l->tty && n_fds < 2)) {

@@ -1518,6 +1518,7 @@ static int handle_failure(struct tessera_node *n, struct enclave *e, const char 
                 struct tessera_error rerr = {0};
                 if (restart_enclave(n, e, log, &rerr) == 0) {
                         json_array_append_new(log, json_sprintf("enclave '%s' restarted", e->rec.name));
+                        app_pool_refill(n, e->rec.name);
                         return 0;
                 }
                 json_array_append_new(log, json_sprintf("enclave '%s': restart failed: %s", e->rec.name, rerr.msg));
@@ -1541,19 +1542,11 @@ static int handle_failure(struct tessera_node *n, struct enclave *e, const char 
 
 int enclave_supervisor_exited(struct tessera_node *n, int64_t id, json_t *log, struct tessera_error *err)
 {
-        struct enclave_record *recs = NULL;
-        size_t count = 0;
-        int r = ledger_enclave_list(n->store, &recs, &count, err);
-        if (r < 0)
-                return r;
         char name[64] = "";
-        for (size_t i = 0; i < count; i++)
-                if (recs[i].id == id)
-                        snprintf(name, sizeof(name), "%s", recs[i].name);
-        enclave_records_free(recs, count);
+        (void)ledger_enclave_name(n->store, id, name, sizeof(name));
         int pidfd = watch_find(n, id);
         _cleanup_enclave_ struct enclave e;
-        r = enclave_load(n, 0, name, &e, err);
+        int r = enclave_load(n, 0, name, &e, err);
         if (r < 0) {
                 watch_remove(n, id);
                 return r;

@@ -256,6 +256,22 @@ int ledger_enclave_set_state(struct store *s, int64_t id, const char *state, con
         return store_step_done(s, st, err);
 }
 
+int ledger_enclave_name(struct store *s, int64_t id, char *ret, size_t n)
+{
+        static const char sql[] = "SELECT name FROM enclaves WHERE id = ?";
+        sqlite3_stmt *st = store_stmt(s, sql, NULL);
+        if (!st)
+                return -EIO;
+        sqlite3_bind_int64(st, 1, id);
+        int r = -ENOENT;
+        if (sqlite3_step(st) == SQLITE_ROW) {
+                snprintf(ret, n, "%s", col_text(st, 0));
+                r = 0;
+        }
+        sqlite3_reset(st);
+        return r;
+}
+
 int ledger_enclave_set_supervisor(struct store *s, int64_t id, pid_t pid, uint64_t start, struct tessera_error *err)
 {
         static const char sql[] = "UPDATE enclaves SET supervisor_pid = ?, supervisor_start = ? WHERE id = ?";

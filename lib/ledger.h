@@ -49,6 +49,8 @@ int ledger_enclave_insert(struct store *s, const char *name, const char *type, u
                           int64_t *ret_id, struct tessera_error *err);
 /* -ENOENT with "no enclave named 'x'" when absent. */
 int ledger_enclave_get(struct store *s, const char *name, struct enclave_record *ret, struct tessera_error *err);
+/* The name of enclave `id` into ret; -ENOENT when there is none. */
+int ledger_enclave_name(struct store *s, int64_t id, char *ret, size_t n);
 int ledger_enclave_list(struct store *s, struct enclave_record **ret, size_t *n, struct tessera_error *err);
 void enclave_records_free(struct enclave_record *r, size_t n);
 int ledger_enclave_set_state(struct store *s, int64_t id, const char *state, const char *cause,
