@@ -26,6 +26,7 @@
 #include "mover.h"
 #include "netdev.h"
 #include "node.h"
+#include "segment.h"
 #include "proto.h"
 #include "sandbox.h"
 #include "spec.h"
@@ -472,6 +473,11 @@ static int start_supervisor(struct tessera_node *n, struct enclave *e, struct te
         if (lfd < 0)
                 return lfd;
         _cleanup_close_ int logfd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+        char xemem_dir[PATH_MAX];
+        xemem_socket_path(n->cfg.socket, xemem_dir, sizeof(xemem_dir));
+        *strrchr(xemem_dir, '/') = '\0';
+        /* it is bound into enclaves with a root of their own before tesserad listens there */
+        (void)mkdir_p(xemem_dir, 0755, NULL);
         struct sandbox_config sc = {
                 .enclave = e->rec.name,
                 .hostname = e->spec.hostname[0] ? e->spec.hostname : e->rec.name,
@@ -485,6 +491,7 @@ static int start_supervisor(struct tessera_node *n, struct enclave *e, struct te
                 .listen_fd = lfd,
                 .log_fd = logfd,
                 .cgroup = n->cg,
+                .xemem_dir = xemem_dir,
         };
         pid_t pid;
         int pidfd;
@@ -1764,6 +1771,10 @@ int node_reconcile(struct tessera_node *n, json_t *log, struct tessera_error *er
                 closedir(d);
         }
         enclave_records_free(recs, count);
+        /* last: processes of stray cgroups were killed above, and their segments go with them */
+        struct tessera_error serr = {0};
+        if (segments_reconcile(n, log, &serr) < 0)
+                json_array_append_new(log, json_sprintf("XEMEM segments: %s", serr.msg));
         return first;
 }
 

@@ -25,7 +25,7 @@
 struct tessera_node;
 
 /* tesserad learns which pidfds to watch (supervisors, applications) through these. */
-enum watch_kind { WATCH_SUPERVISOR, WATCH_APP };
+enum watch_kind { WATCH_SUPERVISOR, WATCH_APP, WATCH_XEMEM /* id: a pid */ };
 struct node_watcher {
         void *ctx;
         void (*add)(void *ctx, int pidfd, enum watch_kind kind, int64_t id);

@@ -17,7 +17,7 @@
 #include "tessera/tessera.h"
 
 #define PROTO_MAX_FRAME (16u << 20)
-#define PROTO_MAX_FDS   4
+#define PROTO_MAX_FDS   64 /* an XEMEM attach hands over one memfd per piece */
 
 /* Sends one frame, with `n_fds` descriptors (may be 0). */
 int proto_send(int fd, json_t *msg, const int *fds, size_t n_fds, struct tessera_error *err);

@@ -207,6 +207,7 @@ static const struct mount_spec mount_devpts = {
         "/dev/pts", "devpts", "devpts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620"};
 static const struct mount_spec mount_shm = {"/dev/shm", "a tmpfs", "tmpfs", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777"};
 static const struct mount_spec mount_tmp = {"/tmp", "a tmpfs", "tmpfs", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777"};
+static const struct mount_spec mount_run = {"/run", "a tmpfs", "tmpfs", "tmpfs", MS_NOSUID | MS_NODEV, "mode=755"};
 
 /* /sys: a fresh read-only sysfs in a new network namespace; else the host's, bound read-only. */
 static int child_mount_sys(const struct spawn_plan *p, int rootfd, struct child_error *e)
@@ -284,7 +285,36 @@ static int child_mount_dev(const struct spawn_plan *p, int rootfd, struct child_
         return r;
 }
 
-/* The new root: bound on itself, then /proc, /sys, /dev and /tmp, then pivot_root into it. */
+/*
+ * /run, when the root has one: a tmpfs, with tesserad's XEMEM socket
+ * directory bound at /run/tessera/xemem.  The directory, not the socket, so a restarted
+ * daemon's new socket shows up inside too.
+ */
+static int child_mount_run(const struct spawn_plan *p, int rootfd, struct child_error *e)
+{
+        struct stat sb;
+        /* a root without /run keeps it so (it may be read-only, or not ours to write in a user namespace) */
+        if (fstatat(rootfd, "run", &sb, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT)
+                return 0;
+        int r = child_mount_in_root(p, rootfd, &mount_run, e);
+        if (r < 0 || !p->cfg->xemem_dir)
+                return r;
+        int runfd = child_reopen(p, rootfd, &mount_run, e);
+        if (runfd < 0)
+                return runfd;
+        static const struct mount_spec tessera_dir = {"/run/tessera", "", NULL, NULL, 0, NULL};
+        int tfd = child_open_mountpoint(p, runfd, tessera_dir.path, e);
+        close(runfd);
+        if (tfd < 0)
+                return tfd;
+        const struct mount_spec xemem = {
+                "/run/tessera/xemem", "tesserad's XEMEM socket directory", p->cfg->xemem_dir, NULL, MS_BIND, NULL};
+        r = child_mount_in_root(p, tfd, &xemem, e);
+        close(tfd);
+        return r;
+}
+
+/* The new root: bound on itself, then /proc, /sys, /dev, /tmp and /run, then pivot_root into it. */
 static int child_enter_root(const struct spawn_plan *p, struct child_error *e)
 {
         const char *root = p->cfg->root;
@@ -301,6 +331,8 @@ static int child_enter_root(const struct spawn_plan *p, struct child_error *e)
                 r = child_mount_dev(p, rootfd, e);
         if (r >= 0)
                 r = child_mount_in_root(p, rootfd, &mount_tmp, e);
+        if (r >= 0)
+                r = child_mount_run(p, rootfd, e);
         if (r >= 0 && fchdir(rootfd) < 0)
                 r = child_fail(e, errno, "cannot change directory to the root ", root);
         close(rootfd);

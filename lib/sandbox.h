@@ -31,6 +31,7 @@ struct sandbox_config {
         int listen_fd;                 /* the supervisor's control socket, passed as fd 3 */
         int log_fd;                    /* stdout/stderr of the supervisor, or -1 for /dev/null */
         struct tessera_cgroup *cgroup; /* placed in <enclave>/supervisor before exec */
+        const char *xemem_dir;         /* with a root of its own: bound at /run/tessera/xemem (NULL: none) */
 };
 
 /*

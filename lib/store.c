@@ -106,6 +106,49 @@ static const char schema_v2[] = "CREATE TABLE apps("
 /* v3: an application's cgroup leaf may be a prewarmed stem's, not named after it. */
 static const char schema_v3[] = "ALTER TABLE apps ADD COLUMN leaf TEXT;";
 
+/*
+ * v4: XEMEM.  A segment names its exporter by pid and start time; its
+ * pieces are [offset, length, fd, fd_offset, inode, prot] rows in JSON, fd
+ * numbered in the exporter.  Grants (apids) and attachments go with their
+ * segment.  AUTOINCREMENT: a removed segment's id is never handed out again.
+ */
+static const char schema_v4[] = "CREATE TABLE segments("
+                                "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+                                "  name TEXT UNIQUE,"
+                                "  kind TEXT NOT NULL CHECK(kind IN ('range','whole','snapshot')),"
+                                "  size INTEGER NOT NULL CHECK(size > 0),"
+                                "  addr INTEGER NOT NULL,"
+                                "  owner_uid INTEGER NOT NULL,"
+                                "  owner_gid INTEGER NOT NULL,"
+                                "  mode INTEGER NOT NULL CHECK(mode BETWEEN 0 AND 511),"
+                                "  writable INTEGER NOT NULL,"
+                                "  enclave TEXT,"
+                                "  pid INTEGER NOT NULL,"
+                                "  start_time INTEGER NOT NULL,"
+                                "  pieces TEXT NOT NULL,"
+                                "  agent_fd INTEGER,"
+                                "  agent_ino INTEGER,"
+                                "  source INTEGER,"
+                                "  ready INTEGER NOT NULL DEFAULT 1,"
+                                "  created INTEGER NOT NULL);"
+                                "CREATE INDEX segments_by_pid ON segments(pid);"
+                                "CREATE TABLE grants("
+                                "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+                                "  segment_id INTEGER NOT NULL REFERENCES segments(id) ON DELETE CASCADE,"
+                                "  pid INTEGER NOT NULL,"
+                                "  start_time INTEGER NOT NULL,"
+                                "  uid INTEGER NOT NULL,"
+                                "  enclave TEXT,"
+                                "  writable INTEGER NOT NULL);"
+                                "CREATE INDEX grants_by_pid ON grants(pid);"
+                                "CREATE INDEX grants_by_segment ON grants(segment_id);"
+                                "CREATE TABLE attachments("
+                                "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+                                "  grant_id INTEGER NOT NULL REFERENCES grants(id) ON DELETE CASCADE,"
+                                "  offset INTEGER NOT NULL,"
+                                "  size INTEGER NOT NULL);"
+                                "CREATE INDEX attachments_by_grant ON attachments(grant_id);";
+
 static int store_migrate(struct store *s, struct tessera_error *err)
 {
         sqlite3_stmt *st = store_stmt(s, "PRAGMA user_version", err);
@@ -134,6 +177,11 @@ static int store_migrate(struct store *s, struct tessera_error *err)
         }
         if (version < 3) {
                 r = store_exec(s, schema_v3, err);
+                if (r < 0)
+                        goto fail;
+        }
+        if (version < 4) {
+                r = store_exec(s, schema_v4, err);
                 if (r < 0)
                         goto fail;
         }

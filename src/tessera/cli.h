@@ -98,6 +98,7 @@ int cmd_node(struct cli *cli, int argc, char **argv);
 int cmd_cpus(struct cli *cli, int argc, char **argv);
 int cmd_memory(struct cli *cli, int argc, char **argv);
 int cmd_devices(struct cli *cli, int argc, char **argv);
+int cmd_segments(struct cli *cli, int argc, char **argv);
 
 /* cmd-enclave.c */
 int cmd_list(struct cli *cli, int argc, char **argv);

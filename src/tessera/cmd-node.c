@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* The node's resources: `node`, `cpus`, `memory`, `devices`. */
+/* The node's resources: `node`, `cpus`, `memory`, `devices`, `segments`. */
 #include <errno.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <string.h>
 
@@ -245,4 +246,75 @@ static int print_devices(const json_t *devices)
 int cmd_devices(struct cli *cli, int argc, char **argv)
 {
         return run_listing(cli, argc, argv, "devices", print_devices);
+}
+
+/* "1234@sim(rw)": who holds access to a segment, and how. */
+static int attachers_cell(const json_t *attachers, char **ret)
+{
+        size_t len = 0, i;
+        const json_t *a;
+        FILE *f = open_memstream(ret, &len);
+        if (!f)
+                return -ENOMEM;
+        json_array_foreach(attachers, i, a)
+        {
+                const char *encl = json_string_value(json_object_get(a, "enclave"));
+                fprintf(f, "%s%lld@%s(%s", i ? "," : "", (long long)json_integer_value(json_object_get(a, "pid")),
+                        encl ? encl : "host", json_is_true(json_object_get(a, "writable")) ? "rw" : "r");
+                long long n = json_integer_value(json_object_get(a, "attachments"));
+                if (n > 1)
+                        fprintf(f, " x%lld", n);
+                fputc(')', f);
+        }
+        if (i == 0)
+                fputc('-', f);
+        return fclose(f) == 0 ? 0 : -ENOMEM;
+}
+
+static int print_segments(const json_t *segments)
+{
+        if (!json_is_array(segments))
+                return cli_unexpected_reply("segments", "an array");
+        _cleanup_(table_freep) struct table *t =
+                table_new("ID", "NAME", "SIZE", "OWNER", "MODE", "KIND", "ENCLAVE", "PID", "ATTACHERS");
+        if (!t)
+                return cli_out_of_memory();
+        table_align_right(t, 0);
+        table_align_right(t, 2);
+        table_align_right(t, 7);
+        size_t i;
+        const json_t *s;
+        json_array_foreach(segments, i, s)
+        {
+                char id[NUM_BUF], size[NUM_BUF], owner[64], pid[NUM_BUF], kind[32];
+                uint_of(s, "id", id);
+                uint_of(s, "pid", pid);
+                const char *k = json_string_value(json_object_get(s, "kind")) ?: "?";
+                if (STREQ(k, "whole"))
+                        snprintf(size, sizeof(size), "all");
+                else
+                        format_json_size(json_object_get(s, "size"), size, sizeof(size));
+                snprintf(kind, sizeof(kind), "%s%s", k, json_is_false(json_object_get(s, "ready")) ? " (copying)" : "");
+                uid_t uid = (uid_t)json_integer_value(json_object_get(s, "owner_uid"));
+                struct passwd *pw = getpwuid(uid);
+                if (pw)
+                        snprintf(owner, sizeof(owner), "%s", pw->pw_name);
+                else
+                        snprintf(owner, sizeof(owner), "%u", (unsigned)uid);
+                const char *name = json_string_value(json_object_get(s, "name"));
+                const char *encl = json_string_value(json_object_get(s, "enclave"));
+                _cleanup_free_ char *att = NULL;
+                if (attachers_cell(json_object_get(s, "attachers"), &att) < 0)
+                        return cli_out_of_memory();
+                if (table_add_row(t, id, name ? name : "-", size, owner,
+                                  json_string_value(json_object_get(s, "mode")) ?: "?", kind, encl ? encl : "host", pid,
+                                  att) < 0)
+                        return cli_out_of_memory();
+        }
+        return cli_print_table(t);
+}
+
+int cmd_segments(struct cli *cli, int argc, char **argv)
+{
+        return run_listing(cli, argc, argv, "segments", print_segments);
 }

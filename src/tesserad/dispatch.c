@@ -232,3 +232,38 @@ json_t *dispatch(struct tessera_node *node, const struct caller *who, json_t *re
                 return NULL;
         return proto_reply_ok(result);
 }
+
+bool dispatch_is_xemem(const char *op)
+{
+        return op && (STREQ(op, "segments") || segment_op_known(op));
+}
+
+json_t *dispatch_xemem(struct tessera_node *node, int sock, struct xemem_caller *who, json_t *request,
+                       struct outcome *out)
+{
+        struct tessera_error err = {0};
+        json_t *result = NULL;
+        json_t *v = json_object_get(request, "version");
+        const char *op = json_string_value(json_object_get(request, "op"));
+        int r = 0;
+        if (!json_is_integer(v) || json_integer_value(v) != TESSERA_PROTO_VERSION)
+                r = tessera_error_set(&err, EPROTO, "protocol version %d is required", TESSERA_PROTO_VERSION);
+        else if (!dispatch_is_xemem(op))
+                r = tessera_error_set(&err, EOPNOTSUPP, "only XEMEM requests are served here, not '%.64s'",
+                                      op ? op : "(none)");
+        if (r == 0 && who->pidfd < 0)
+                r = segment_caller_from_socket(node, sock, who, &err);
+        if (r == 0 && STREQ(op, "segments")) {
+                r = segment_list(node, who, &result, &err);
+        } else if (r == 0) {
+                size_t n = MAX_REPLY_FDS;
+                r = segment_op(node, who, op, request, &result, out->fds, &n, &err);
+                out->n_fds = r == 0 ? n : 0;
+        }
+        if (r < 0) {
+                if (!err.code)
+                        tessera_error_set(&err, -r, "%s failed: %s", op ? op : "request", strerror(-r));
+                return proto_reply_error(&err);
+        }
+        return proto_reply_ok(result);
+}

@@ -25,7 +25,17 @@
 
 #define MAX_CLIENTS 1024
 
-enum tag_kind { TAG_LISTEN, TAG_SIGNAL, TAG_CLIENT, TAG_PIDFD, TAG_APP, TAG_MOVER };
+enum tag_kind {
+        TAG_LISTEN,
+        TAG_SIGNAL,
+        TAG_CLIENT,
+        TAG_PIDFD,
+        TAG_APP,
+        TAG_MOVER,
+        TAG_XLISTEN,
+        TAG_XCLIENT,
+        TAG_XEMEM
+};
 
 /* epoll's data word: the kind in the top bits, an fd or an enclave id below. */
 #define TAG(kind, v) (((uint64_t)(kind) << 56) | ((uint64_t)(v) & ((1ULL << 56) - 1)))
@@ -44,6 +54,8 @@ struct server {
         size_t n_clients;
         struct waiter *waiters;
         size_t n_waiters, cap_waiters;
+        struct xemem_caller **callers; /* by client fd: who is at the other end, once known */
+        size_t n_callers;
 };
 
 static void log_lines(const char *what, json_t *log)
@@ -57,9 +69,13 @@ static void log_lines(const char *what, json_t *log)
 static void watcher_add(void *ctx, int pidfd, enum watch_kind kind, int64_t id)
 {
         struct server *s = ctx;
-        struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG(kind == WATCH_APP ? TAG_APP : TAG_PIDFD, id)};
+        enum tag_kind tag = kind == WATCH_APP ? TAG_APP : kind == WATCH_XEMEM ? TAG_XEMEM : TAG_PIDFD;
+        struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG(tag, id)};
         if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, pidfd, &ev) < 0)
-                fprintf(stderr, "tesserad: cannot watch %s %lld: %m\n", kind == WATCH_APP ? "application" : "enclave",
+                fprintf(stderr, "tesserad: cannot watch %s %lld: %m\n",
+                        kind == WATCH_APP     ? "application"
+                        : kind == WATCH_XEMEM ? "XEMEM process"
+                                              : "enclave",
                         (long long)id);
 }
 
@@ -123,7 +139,7 @@ static int lock_state_dir(const char *dir, struct tessera_error *err)
         return fd;
 }
 
-static void accept_client(struct server *s, int lfd)
+static void accept_client(struct server *s, int lfd, enum tag_kind kind)
 {
         for (;;) {
                 int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
@@ -137,7 +153,7 @@ static void accept_client(struct server *s, int lfd)
                 struct timeval tv = {.tv_sec = 2};
                 (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
                 (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-                struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.u64 = TAG(TAG_CLIENT, fd)};
+                struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.u64 = TAG(kind, fd)};
                 if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
                         close(fd);
                         continue;
@@ -153,9 +169,35 @@ static void drop_client(struct server *s, int fd)
                         s->waiters[i] = s->waiters[--s->n_waiters];
                 else
                         i++;
+        if ((size_t)fd < s->n_callers && s->callers[fd]) {
+                if (s->callers[fd]->pidfd >= 0)
+                        close(s->callers[fd]->pidfd);
+                free(s->callers[fd]);
+                s->callers[fd] = NULL;
+        }
         (void)epoll_ctl(s->epfd, EPOLL_CTL_DEL, fd, NULL);
         close(fd);
         s->n_clients--;
+}
+
+/* The cached identity of the process at the other end of client `fd` (pidfd -1 until known). */
+static struct xemem_caller *caller_slot(struct server *s, int fd)
+{
+        if ((size_t)fd >= s->n_callers) {
+                size_t n = (size_t)fd + 64;
+                struct xemem_caller **c = realloc(s->callers, n * sizeof(*c));
+                if (!c)
+                        return NULL;
+                memset(c + s->n_callers, 0, (n - s->n_callers) * sizeof(*c));
+                s->callers = c;
+                s->n_callers = n;
+        }
+        if (!s->callers[fd]) {
+                s->callers[fd] = calloc(1, sizeof(**s->callers));
+                if (s->callers[fd])
+                        s->callers[fd]->pidfd = -1;
+        }
+        return s->callers[fd];
 }
 
 static int add_waiter(struct server *s, int fd, int64_t app)
@@ -196,7 +238,7 @@ static void answer_waiters(struct server *s, int64_t app)
         }
 }
 
-static void serve_client(struct server *s, int fd)
+static void serve_client(struct server *s, int fd, bool xemem_socket)
 {
         struct ucred cred;
         socklen_t len = sizeof(cred);
@@ -222,6 +264,21 @@ static void serve_client(struct server *s, int fd)
         struct caller who = {.pid = cred.pid, .uid = cred.uid, .gid = cred.gid};
         struct outcome out = {0};
         char inside[64];
+        const char *op = json_string_value(json_object_get(req, "op"));
+        if (xemem_socket || dispatch_is_xemem(op)) {
+                /* XEMEM takes no descriptors; who is asking comes from the kernel, cached per connection */
+                for (size_t i = 0; i < n_in; i++)
+                        close(fds_in[i]);
+                struct xemem_caller *c = caller_slot(s, fd);
+                json_t *reply = c ? dispatch_xemem(s->node, fd, c, req, &out) : NULL;
+                json_decref(req);
+                if (!reply || proto_send(fd, reply, out.fds, out.n_fds, NULL) < 0)
+                        drop_client(s, fd);
+                for (size_t i = 0; i < out.n_fds; i++)
+                        close(out.fds[i]);
+                json_decref(reply);
+                return;
+        }
         if (node_pid_enclave(s->node, cred.pid, inside, sizeof(inside)) == 1) {
                 /* root inside an enclave is not the node's administrator: its uid proves nothing here */
                 for (size_t i = 0; i < n_in; i++)
@@ -286,6 +343,16 @@ int serve(const struct tessera_config *cfg)
                 close(s.epfd);
                 return 1;
         }
+        char xpath[PATH_MAX];
+        xemem_socket_path(cfg->socket, xpath, sizeof(xpath));
+        _cleanup_close_ int xfd = bind_control_socket(xpath, &err);
+        if (xfd < 0) {
+                fprintf(stderr, "tesserad: XEMEM: %s\n", err.msg);
+                node_close(s.node);
+                json_decref(log);
+                close(s.epfd);
+                return 1;
+        }
         sigset_t mask;
         sigemptyset(&mask);
         sigaddset(&mask, SIGTERM);
@@ -295,6 +362,8 @@ int serve(const struct tessera_config *cfg)
         _cleanup_close_ int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
         struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG(TAG_LISTEN, lfd)};
         epoll_ctl(s.epfd, EPOLL_CTL_ADD, lfd, &ev);
+        ev.data.u64 = TAG(TAG_XLISTEN, xfd);
+        epoll_ctl(s.epfd, EPOLL_CTL_ADD, xfd, &ev);
         ev.data.u64 = TAG(TAG_SIGNAL, sfd);
         epoll_ctl(s.epfd, EPOLL_CTL_ADD, sfd, &ev);
         int mfd = node_mover_fd(s.node);
@@ -314,14 +383,17 @@ int serve(const struct tessera_config *cfg)
                 for (int i = 0; i < n; i++) {
                         uint64_t tag = events[i].data.u64;
                         switch (TAG_KIND(tag)) {
-                        case TAG_LISTEN: accept_client(&s, lfd); break;
+                        case TAG_LISTEN: accept_client(&s, lfd, TAG_CLIENT); break;
+                        case TAG_XLISTEN: accept_client(&s, xfd, TAG_XCLIENT); break;
                         case TAG_SIGNAL: running = false; break;
                         case TAG_CLIENT:
+                        case TAG_XCLIENT:
                                 if (events[i].events & (EPOLLIN))
-                                        serve_client(&s, (int)TAG_VALUE(tag));
+                                        serve_client(&s, (int)TAG_VALUE(tag), TAG_KIND(tag) == TAG_XCLIENT);
                                 else
                                         drop_client(&s, (int)TAG_VALUE(tag));
                                 break;
+                        case TAG_XEMEM: segment_process_exited(s.node, (pid_t)TAG_VALUE(tag)); break;
                         case TAG_MOVER: app_pool_events(s.node); break;
                         case TAG_APP: {
                                 struct tessera_error aerr = {0};
@@ -344,9 +416,17 @@ int serve(const struct tessera_config *cfg)
         /* enclaves outlive the daemon: only our own socket goes */
         fprintf(stderr, "tesserad: stopping; enclaves keep running\n");
         (void)unlink(cfg->socket);
+        (void)unlink(xpath);
         node_close(s.node);
         json_decref(log);
         free(s.waiters);
+        for (size_t i = 0; i < s.n_callers; i++)
+                if (s.callers[i]) {
+                        if (s.callers[i]->pidfd >= 0)
+                                close(s.callers[i]->pidfd);
+                        free(s.callers[i]);
+                }
+        free(s.callers);
         close(s.epfd);
         return 0;
 }

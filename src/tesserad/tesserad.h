@@ -7,8 +7,9 @@
 
 #include "config.h"
 #include "enclave.h"
+#include "segment.h"
 
-#define MAX_REPLY_FDS 4
+#define MAX_REPLY_FDS 64
 
 struct caller {
         pid_t pid;
@@ -27,6 +28,15 @@ struct outcome {
 /* Runs one request; returns the reply, or NULL when it is deferred (out->wait_app). */
 json_t *dispatch(struct tessera_node *node, const struct caller *who, json_t *request, const int *fds_in, size_t n_in,
                  struct outcome *out);
+
+/*
+ * Runs one XEMEM request (xemem_* ops, `segments`) for the process at the
+ * other end of `sock`, identified by the kernel: `who` caches that identity
+ * for the connection (who->pidfd < 0: not known yet).
+ */
+json_t *dispatch_xemem(struct tessera_node *node, int sock, struct xemem_caller *who, json_t *request,
+                       struct outcome *out);
+bool dispatch_is_xemem(const char *op);
 
 /* The socket loop: returns when SIGTERM or SIGINT arrives; enclaves keep running. */
 int serve(const struct tessera_config *cfg);
