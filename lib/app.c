@@ -304,7 +304,7 @@ static int stem_new(struct tessera_node *n, struct enclave *e, struct tessera_er
                 n->cap_stems = cap;
         }
         struct stem st = {.enclave_id = e->rec.id};
-        snprintf(st.name, sizeof(st.name), "stem-%u", ++n->stem_seq);
+        snprintf(st.name, sizeof(st.name), "stem-%llu", (unsigned long long)++n->stem_seq);
         int r = cgroup_app_create(n->cg, e->rec.name, st.name, err);
         if (r < 0)
                 return r;

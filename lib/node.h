@@ -50,7 +50,7 @@ struct tessera_node {
         struct mover *mover; /* NULL: moves happen inline (ledger-only has none) */
         struct stem *stems;
         size_t n_stems, cap_stems;
-        unsigned stem_seq;
+        uint64_t stem_seq; /* seeded from the clock: a restarted daemon never reuses a name a running app's leaf has */
         uint64_t next_job;
 };
 
