@@ -786,6 +786,8 @@ int node_open(const struct tessera_config *cfg, const struct node_watcher *w, js
         if (!n)
                 return tessera_error_set(err, ENOMEM, "out of memory");
         n->cfg = *cfg;
+        /* an application keeps its stem's leaf name (apps/stem-N) for life, across daemon restarts */
+        n->stem_seq = (uint64_t)time(NULL) * 1000;
         if (w)
                 n->watcher = *w;
         snprintf(n->run_dir, sizeof(n->run_dir), "%s/run", cfg->state_dir);

@@ -965,11 +965,14 @@ static int op_snapshot_begin(struct tessera_node *n, const struct xemem_caller *
         int r = load_own(n, c, req, &s, err);
         if (r < 0)
                 return r;
-        if (!same_process(&s, c) || !STREQ(s.kind, "range"))
+        if (!same_process(&s, c))
+                return tessera_error_field(err, EPERM, "segid",
+                                           "segment %lld: only its exporter (pid %d) can snapshot it", (long long)s.id,
+                                           (int)s.pid);
+        if (!STREQ(s.kind, "range"))
                 return tessera_error_field(err, EINVAL, "segid",
-                                           "segment %lld: only its exporter can snapshot it, and only a range "
-                                           "segment (not whole-address-space, not a snapshot)",
-                                           (long long)s.id);
+                                           "segment %lld is a %s segment: only a range segment can be snapshotted",
+                                           (long long)s.id, s.kind);
         sqlite3_stmt *st = store_stmt(n->store,
                                       "SELECT COUNT(*) FROM grants WHERE segment_id = ? AND writable = 1 AND "
                                       "NOT (pid = ? AND start_time = ?)",

@@ -326,7 +326,7 @@ int xemem_attach(xemem_apid_t apid, uint64_t offset, size_t size, void **addr)
         size_t n_fds = PROTO_MAX_FDS;
         int r;
         /* a snapshot is attachable once its copy is complete: wait for it, a little longer each time */
-        for (long wait_us = 100;; wait_us = wait_us < 100000 ? wait_us * 2 : wait_us) {
+        for (long wait_us = 100;; wait_us = wait_us < 2000 ? wait_us * 2 : wait_us) {
                 n_fds = PROTO_MAX_FDS;
                 r = xemem_call("xemem_attach", req, &res, fds, &n_fds, &err);
                 if (r != -EAGAIN)
