@@ -8,6 +8,8 @@
 #include "proto.h"
 #include "util.h"
 
+static int parse_body(const char *buf, uint32_t len, json_t **ret, struct tessera_error *err);
+
 static int send_all(int fd, const void *buf, size_t len, const int *fds, size_t n_fds, struct tessera_error *err)
 {
         const char *p = buf;
@@ -125,6 +127,11 @@ int proto_recv(int fd, json_t **ret, int *fds, size_t *n_fds, struct tessera_err
                 return tessera_error_set(err, EPROTO, "the peer closed the connection mid-message");
         if (r < 0)
                 return r;
+        return parse_body(buf, len, ret, err);
+}
+
+static int parse_body(const char *buf, uint32_t len, json_t **ret, struct tessera_error *err)
+{
         json_error_t jerr;
         json_t *msg = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
         if (!msg)
@@ -135,6 +142,24 @@ int proto_recv(int fd, json_t **ret, int *fds, size_t *n_fds, struct tessera_err
         }
         *ret = msg;
         return 0;
+}
+
+int proto_take_frame(const char *buf, size_t len, json_t **ret, size_t *used, struct tessera_error *err)
+{
+        if (len < 4)
+                return 0;
+        uint32_t le;
+        memcpy(&le, buf, 4);
+        uint32_t n = le32toh(le);
+        if (n == 0 || n > PROTO_MAX_FRAME)
+                return tessera_error_set(err, EPROTO, "bad frame length %u (1..%u)", n, PROTO_MAX_FRAME);
+        if (len - 4 < n)
+                return 0;
+        int r = parse_body(buf + 4, n, ret, err);
+        if (r < 0)
+                return r;
+        *used = 4 + (size_t)n;
+        return 1;
 }
 
 json_t *proto_request(const char *op)

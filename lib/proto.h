@@ -28,6 +28,14 @@ int proto_send(int fd, json_t *msg, const int *fds, size_t n_fds, struct tessera
  */
 int proto_recv(int fd, json_t **ret, int *fds, size_t *n_fds, struct tessera_error *err);
 
+/*
+ * For a reader that buffers what arrives without blocking (tesserad): takes
+ * one frame off the front of buf[0..len) if it is all there.  Returns 1 with
+ * *ret and the bytes it used in *used, 0 when more bytes are needed, or a
+ * negative errno for a frame that can never be valid.
+ */
+int proto_take_frame(const char *buf, size_t len, json_t **ret, size_t *used, struct tessera_error *err);
+
 json_t *proto_request(const char *op);
 json_t *proto_reply_ok(json_t *result /* stolen; NULL: null */);
 json_t *proto_reply_error(const struct tessera_error *err);

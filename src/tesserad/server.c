@@ -54,8 +54,22 @@ struct server {
         size_t n_clients;
         struct waiter *waiters;
         size_t n_waiters, cap_waiters;
-        struct xemem_caller **callers; /* by client fd: who is at the other end, once known */
-        size_t n_callers;
+        struct conn **conns; /* by client fd */
+        size_t n_conns;
+};
+
+/*
+ * A client connection.  Requests are read without blocking into `buf` and
+ * run once a whole frame is there: a client that sends half a frame and
+ * stalls costs the daemon nothing (XEMEM's socket is open to every process
+ * of the node).
+ */
+struct conn {
+        char *buf;
+        size_t len, cap;
+        int fds[PROTO_MAX_FDS]; /* descriptors that came with the frame being read */
+        size_t n_fds;
+        struct xemem_caller caller; /* pidfd -1 until known */
 };
 
 static void log_lines(const char *what, json_t *log)
@@ -139,22 +153,51 @@ static int lock_state_dir(const char *dir, struct tessera_error *err)
         return fd;
 }
 
+static void conn_free(struct conn *c)
+{
+        for (size_t i = 0; i < c->n_fds; i++)
+                close(c->fds[i]);
+        if (c->caller.pidfd >= 0)
+                close(c->caller.pidfd);
+        free(c->buf);
+        free(c);
+}
+
+static struct conn *conn_new(struct server *s, int fd)
+{
+        if ((size_t)fd >= s->n_conns) {
+                size_t n = (size_t)fd + 64;
+                struct conn **v = realloc(s->conns, n * sizeof(*v));
+                if (!v)
+                        return NULL;
+                memset(v + s->n_conns, 0, (n - s->n_conns) * sizeof(*v));
+                s->conns = v;
+                s->n_conns = n;
+        }
+        struct conn *c = calloc(1, sizeof(*c));
+        if (c)
+                c->caller.pidfd = -1;
+        s->conns[fd] = c;
+        return c;
+}
+
 static void accept_client(struct server *s, int lfd, enum tag_kind kind)
 {
         for (;;) {
                 int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
                 if (fd < 0)
                         return;
-                if (s->n_clients >= MAX_CLIENTS) {
+                if (s->n_clients >= MAX_CLIENTS || !conn_new(s, fd)) {
                         close(fd);
                         continue;
                 }
-                /* a client that stalls mid-message must not stall the node */
+                /* requests are read without blocking; a client that does not read its replies costs at most this */
                 struct timeval tv = {.tv_sec = 2};
-                (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
                 (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
                 struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.u64 = TAG(kind, fd)};
                 if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+                        conn_free(s->conns[fd]);
+                        s->conns[fd] = NULL;
                         close(fd);
                         continue;
                 }
@@ -169,35 +212,13 @@ static void drop_client(struct server *s, int fd)
                         s->waiters[i] = s->waiters[--s->n_waiters];
                 else
                         i++;
-        if ((size_t)fd < s->n_callers && s->callers[fd]) {
-                if (s->callers[fd]->pidfd >= 0)
-                        close(s->callers[fd]->pidfd);
-                free(s->callers[fd]);
-                s->callers[fd] = NULL;
+        if ((size_t)fd < s->n_conns && s->conns[fd]) {
+                conn_free(s->conns[fd]);
+                s->conns[fd] = NULL;
         }
         (void)epoll_ctl(s->epfd, EPOLL_CTL_DEL, fd, NULL);
         close(fd);
         s->n_clients--;
-}
-
-/* The cached identity of the process at the other end of client `fd` (pidfd -1 until known). */
-static struct xemem_caller *caller_slot(struct server *s, int fd)
-{
-        if ((size_t)fd >= s->n_callers) {
-                size_t n = (size_t)fd + 64;
-                struct xemem_caller **c = realloc(s->callers, n * sizeof(*c));
-                if (!c)
-                        return NULL;
-                memset(c + s->n_callers, 0, (n - s->n_callers) * sizeof(*c));
-                s->callers = c;
-                s->n_callers = n;
-        }
-        if (!s->callers[fd]) {
-                s->callers[fd] = calloc(1, sizeof(**s->callers));
-                if (s->callers[fd])
-                        s->callers[fd]->pidfd = -1;
-        }
-        return s->callers[fd];
 }
 
 static int add_waiter(struct server *s, int fd, int64_t app)
@@ -238,64 +259,33 @@ static void answer_waiters(struct server *s, int64_t app)
         }
 }
 
-static void serve_client(struct server *s, int fd, bool xemem_socket)
+/* Runs one request of client `fd`; its descriptors are only lent to the request. */
+static void handle_request(struct server *s, int fd, bool xemem_socket, json_t *req, int *fds_in, size_t n_in)
 {
-        struct ucred cred;
-        socklen_t len = sizeof(cred);
-        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || len != sizeof(cred)) {
-                drop_client(s, fd);
-                return;
-        }
-        struct tessera_error err = {0};
-        json_t *req = NULL;
-        int fds_in[PROTO_MAX_FDS];
-        size_t n_in = PROTO_MAX_FDS;
-        if (proto_recv(fd, &req, fds_in, &n_in, &err) < 0) {
-                for (size_t i = 0; i < n_in; i++)
-                        close(fds_in[i]);
-                if (err.code != ECONNRESET) {
-                        json_t *reply = proto_reply_error(&err);
-                        (void)proto_send(fd, reply, NULL, 0, NULL);
-                        json_decref(reply);
-                }
-                drop_client(s, fd);
-                return;
-        }
-        struct caller who = {.pid = cred.pid, .uid = cred.uid, .gid = cred.gid};
         struct outcome out = {0};
-        char inside[64];
+        struct conn *c = s->conns[fd];
         const char *op = json_string_value(json_object_get(req, "op"));
+        json_t *reply;
         if (xemem_socket || dispatch_is_xemem(op)) {
-                /* XEMEM takes no descriptors; who is asking comes from the kernel, cached per connection */
-                for (size_t i = 0; i < n_in; i++)
-                        close(fds_in[i]);
-                struct xemem_caller *c = caller_slot(s, fd);
-                json_t *reply = c ? dispatch_xemem(s->node, fd, c, req, &out) : NULL;
-                json_decref(req);
-                if (!reply || proto_send(fd, reply, out.fds, out.n_fds, NULL) < 0)
-                        drop_client(s, fd);
-                for (size_t i = 0; i < out.n_fds; i++)
-                        close(out.fds[i]);
-                json_decref(reply);
-                return;
+                /* who is asking comes from the kernel, once per connection */
+                reply = dispatch_xemem(s->node, fd, &c->caller, req, &out);
+        } else {
+                struct ucred cred;
+                socklen_t len = sizeof(cred);
+                char inside[64];
+                struct tessera_error err = {0};
+                if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || len != sizeof(cred)) {
+                        tessera_error_set(&err, EACCES, "cannot identify the caller");
+                        reply = proto_reply_error(&err);
+                } else if (node_pid_enclave(s->node, cred.pid, inside, sizeof(inside)) == 1) {
+                        /* root inside an enclave is not the node's administrator: its uid proves nothing here */
+                        tessera_error_set(&err, EPERM, "requests from inside enclave '%s' are not accepted", inside);
+                        reply = proto_reply_error(&err);
+                } else {
+                        struct caller who = {.pid = cred.pid, .uid = cred.uid, .gid = cred.gid};
+                        reply = dispatch(s->node, &who, req, fds_in, n_in, &out);
+                }
         }
-        if (node_pid_enclave(s->node, cred.pid, inside, sizeof(inside)) == 1) {
-                /* root inside an enclave is not the node's administrator: its uid proves nothing here */
-                for (size_t i = 0; i < n_in; i++)
-                        close(fds_in[i]);
-                json_decref(req);
-                tessera_error_set(&err, EPERM, "requests from inside enclave '%s' are not accepted", inside);
-                json_t *reply = proto_reply_error(&err);
-                (void)proto_send(fd, reply, NULL, 0, NULL);
-                json_decref(reply);
-                drop_client(s, fd);
-                return;
-        }
-        json_t *reply = dispatch(s->node, &who, req, fds_in, n_in, &out);
-        json_decref(req);
-        /* the client's descriptors were only lent to the request */
-        for (size_t i = 0; i < n_in; i++)
-                close(fds_in[i]);
         if (!reply && out.wait_app > 0) {
                 if (add_waiter(s, fd, out.wait_app) < 0)
                         drop_client(s, fd);
@@ -308,6 +298,94 @@ static void serve_client(struct server *s, int fd, bool xemem_socket)
         json_decref(reply);
         if (out.refill[0])
                 app_pool_refill(s->node, out.refill);
+}
+
+/* Reads what has arrived without blocking; -ECONNRESET at the end of the stream. */
+static int read_available(struct conn *c, int fd)
+{
+        for (;;) {
+                if (c->cap - c->len < 4096) {
+                        size_t cap = c->cap ? c->cap * 2 : 4096;
+                        if (cap > PROTO_MAX_FRAME + 65536 + 4)
+                                return c->len > PROTO_MAX_FRAME + 4 ? -EMSGSIZE : 0;
+                        char *b = realloc(c->buf, cap);
+                        if (!b)
+                                return -ENOMEM;
+                        c->buf = b;
+                        c->cap = cap;
+                }
+                struct iovec iov = {.iov_base = c->buf + c->len, .iov_len = c->cap - c->len};
+                char control[CMSG_SPACE(sizeof(int) * PROTO_MAX_FDS)];
+                struct msghdr msg = {
+                        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof(control)};
+                ssize_t n = recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+                if (n < 0)
+                        return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : errno == EINTR ? 0 : -errno;
+                for (struct cmsghdr *h = CMSG_FIRSTHDR(&msg); h; h = CMSG_NXTHDR(&msg, h)) {
+                        if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS)
+                                continue;
+                        int *in = (int *)CMSG_DATA(h);
+                        for (size_t i = 0; i < (h->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
+                                if (c->n_fds < PROTO_MAX_FDS)
+                                        c->fds[c->n_fds++] = in[i];
+                                else
+                                        close(in[i]); /* more than a request may carry: not kept */
+                        }
+                }
+                if (n == 0)
+                        return -ECONNRESET;
+                c->len += (size_t)n;
+        }
+}
+
+/* Client `fd` has data: buffer it, then run every whole request that arrived, in order. */
+static void serve_client(struct server *s, int fd, bool xemem_socket)
+{
+        struct conn *c = (size_t)fd < s->n_conns ? s->conns[fd] : NULL;
+        if (!c) {
+                drop_client(s, fd);
+                return;
+        }
+        int r = read_available(c, fd);
+        bool closing = r < 0;
+        while (c->len > 0) {
+                struct tessera_error err = {0};
+                json_t *req = NULL;
+                size_t used = 0;
+                int k = proto_take_frame(c->buf, c->len, &req, &used, &err);
+                if (k == 0)
+                        break;
+                if (k < 0) {
+                        json_t *reply = proto_reply_error(&err);
+                        (void)proto_send(fd, reply, NULL, 0, NULL);
+                        json_decref(reply);
+                        drop_client(s, fd);
+                        return;
+                }
+                memmove(c->buf, c->buf + used, c->len - used);
+                c->len -= used;
+                /* descriptors ride on a frame's first byte: those read so far belong to this one */
+                int fds[PROTO_MAX_FDS];
+                size_t n_fds = c->n_fds;
+                memcpy(fds, c->fds, n_fds * sizeof(int));
+                c->n_fds = 0;
+                handle_request(s, fd, xemem_socket, req, fds, n_fds);
+                json_decref(req);
+                for (size_t i = 0; i < n_fds; i++)
+                        close(fds[i]);
+                if ((size_t)fd >= s->n_conns || s->conns[fd] != c)
+                        return; /* dropped while handling */
+        }
+        if (closing || c->len > PROTO_MAX_FRAME + 4) {
+                drop_client(s, fd);
+                return;
+        }
+        if (c->len == 0 && c->cap > 4096) {
+                /* an idle connection keeps a small buffer, whatever it sent once */
+                free(c->buf);
+                c->buf = NULL;
+                c->cap = 0;
+        }
 }
 
 int serve(const struct tessera_config *cfg)
@@ -420,13 +498,10 @@ int serve(const struct tessera_config *cfg)
         node_close(s.node);
         json_decref(log);
         free(s.waiters);
-        for (size_t i = 0; i < s.n_callers; i++)
-                if (s.callers[i]) {
-                        if (s.callers[i]->pidfd >= 0)
-                                close(s.callers[i]->pidfd);
-                        free(s.callers[i]);
-                }
-        free(s.callers);
+        for (size_t i = 0; i < s.n_conns; i++)
+                if (s.conns[i])
+                        conn_free(s.conns[i]);
+        free(s.conns);
         close(s.epfd);
         return 0;
 }

@@ -215,16 +215,17 @@ finally:
     for fd in fds:
         os.close(fd)
 
-# a frame cut short, then silence: the daemon drops it after its timeout and serves others meanwhile
+# a frame cut short, then silence: the daemon buffers it without blocking and serves others at once
 stall = connect()
 stall.sendall(struct.pack("<I", 100) + b'{"version":1')
 time.sleep(0.1)
 t0 = time.monotonic()
 good = answered()
 dt = time.monotonic() - t0
-ok(good and dt < 3.5, "while a client stalls mid-frame, another is answered (after %.2f s)" % dt)
+ok(good and dt < 0.5, "while a client stalls mid-frame, another is answered at once (after %.2f s)" % dt)
 reply, _ = recv_frame(stall)
-ok(reply is None or reply.get("ok") is False, "the stalled client is dropped (%s)" % describe(reply))
+ok(reply is None or reply.get("ok") is False, "the stalled client gets no answer to half a request (%s)"
+   % describe(reply))
 stall.close()
 
 # ---- lying descriptors ----
