@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <poll.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/pidfd.h>
@@ -34,7 +33,7 @@
 /* The highest user address on x86-64 with 5-level paging; attach offsets of a whole-address-space segment are
  * addresses. */
 #define USER_ADDR_END       (1ULL << 56)
-#define AGENT_TIMEOUT_MS    1000
+#define AGENT_TIMEOUT_MS    30000 /* converting tens of GiB of touched memory; the daemon does not wait meanwhile */
 #define MAX_PIECES_RECORDED 4096
 
 /* One row of the segments table. */
@@ -743,121 +742,59 @@ static int op_release(struct tessera_node *n, const struct xemem_caller *c, json
         return r;
 }
 
-/* Asks a whole-address-space exporter's agent to convert [addr, addr + len) and name its pieces. */
-static int agent_convert(const struct seg *s, int pidfd, uint64_t addr, uint64_t len, json_t **ret,
-                         struct tessera_error *err)
-{
-        _cleanup_close_ int sock = pidfd_getfd(pidfd, s->agent_fd, 0);
-        struct stat sb;
-        if (sock < 0 || fstat(sock, &sb) < 0 || (uint64_t)sb.st_ino != s->agent_ino)
-                return tessera_error_set(err, sock < 0 && errno == ESRCH ? ESRCH : ESTALE,
-                                         "the exporter (pid %d) no longer holds its XEMEM agent socket", (int)s->pid);
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        json_int_t seq = (json_int_t)(ts.tv_sec * 1000000000LL + ts.tv_nsec);
-        json_t *q = json_pack("{s:s, s:I, s:I, s:I}", "op", "convert", "seq", seq, "addr", (json_int_t)addr, "size",
-                              (json_int_t)len);
-        int r = proto_send(sock, q, NULL, 0, err);
-        json_decref(q);
-        if (r < 0)
-                return r;
-        /* a reply to an earlier daemon's request may still be queued: only ours, by seq, counts */
-        uint64_t deadline = now_ns() + AGENT_TIMEOUT_MS * 1000000ULL;
-        for (;;) {
-                uint64_t now = now_ns();
-                struct pollfd pfd = {.fd = sock, .events = POLLIN};
-                if (now >= deadline || poll(&pfd, 1, (int)((deadline - now) / 1000000ULL) + 1) <= 0)
-                        return tessera_error_set(err, ETIMEDOUT, "the exporter's XEMEM agent (pid %d) did not answer",
-                                                 (int)s->pid);
-                struct timeval tv = {.tv_usec = 200000};
-                (void)setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-                json_t *reply = NULL;
-                size_t n_fds = 0;
-                r = proto_recv(sock, &reply, NULL, &n_fds, err);
-                if (r < 0)
-                        return tessera_error_prefix(err, r, "XEMEM agent of pid %d", (int)s->pid);
-                if (json_integer_value(json_object_get(reply, "seq")) != seq) {
-                        json_decref(reply);
-                        continue;
-                }
-                json_t *res = NULL;
-                r = proto_reply_result(reply, &res, err);
-                if (r == 0)
-                        *ret = json_incref(json_object_get(res, "pieces"));
-                json_decref(reply);
-                return r;
-        }
-}
-
-/* Pieces of `s` covering [lo, hi) (page aligned), checked; a new reference. */
-static int pieces_for(const struct seg *s, int pidfd, uint64_t lo, uint64_t hi, json_t **ret, struct tessera_error *err)
-{
-        if (!STREQ(s->kind, "whole")) {
-                *ret = json_incref(s->pieces);
-                return 0;
-        }
-        json_t *pieces = NULL;
-        int r = agent_convert(s, pidfd, lo, hi - lo, &pieces, err);
-        bool writable;
-        if (r == 0)
-                r = pieces_check(pieces, pidfd, lo, hi - lo, &writable, err);
-        if (r < 0) {
-                json_decref(pieces);
-                return r;
-        }
-        *ret = pieces;
-        return 0;
-}
+/* What an attach has checked, kept while a whole-address-space exporter's agent converts the range. */
+struct attach_req {
+        int64_t apid, segid;
+        uint64_t off, size, lo, hi;
+        bool write;
+};
 
 /*
- * attach: {apid, offset, size} -> {attachment, base, pieces: [[offset,
- * length, fd index, fd_offset, prot]]} with the memfds; the client maps each
- * piece at its offset - base from the start of its reservation.
+ * An attach waiting for the exporter's agent.  tesserad's loop watches
+ * `sock` and calls segment_pending_read(): a conversion may take seconds
+ * (1 GiB of touched memory), and an agent may never answer, and neither may
+ * hold up the node.
  */
-static int op_attach(struct tessera_node *n, const struct xemem_caller *c, json_t *req, json_t **ret, int *fds_out,
-                     size_t *n_out, struct tessera_error *err)
+struct segment_pending {
+        struct attach_req a;
+        struct xemem_caller caller; /* pidfd not kept: the caller's connection outlives this */
+        pid_t exporter;
+        int sock;
+        json_int_t seq;
+        uint64_t deadline_ns;
+        char *buf;
+        size_t len, cap;
+};
+
+void segment_pending_free(struct segment_pending *p)
 {
-        size_t cap = *n_out;
-        *n_out = 0;
-        int64_t apid, segid;
-        uint64_t off, size;
-        bool write;
-        int r = get_id(req, "apid", &apid, err);
-        if (r == 0)
-                r = get_u64(req, "offset", USER_ADDR_END, &off, err);
-        if (r == 0)
-                r = get_u64(req, "size", USER_ADDR_END, &size, err);
-        if (r == 0)
-                r = load_grant(n, c, apid, &segid, &write, err);
-        if (r < 0)
-                return r;
-        _cleanup_seg_ struct seg s = {0};
-        r = seg_load(n, segid, &s, err);
-        if (r < 0)
-                return r;
-        /* the mode is checked again: the grant was for this process, the segment must still allow it */
-        if (!same_process(&s, c) && !mode_allows(&s, c, write))
-                return tessera_error_field(err, EACCES, "apid", "segment %lld no longer allows this access",
-                                           (long long)segid);
-        if (!s.ready)
-                return tessera_error_field(err, EAGAIN, "apid", "snapshot %lld is still being copied",
-                                           (long long)segid);
-        if (size == 0 || off > s.size || size > s.size - off)
-                return tessera_error_field(err, ERANGE, "size",
-                                           "offset %llu + size %llu is outside segment %lld (%llu bytes)",
-                                           (unsigned long long)off, (unsigned long long)size, (long long)segid,
-                                           (unsigned long long)s.size);
-        uint64_t lo = off & ~(PAGE - 1), hi = (off + size + PAGE - 1) & ~(PAGE - 1);
-        int pidfd = node_watch_find(n, WATCH_XEMEM, s.pid);
-        if (pidfd < 0)
-                return tessera_error_set(err, ESRCH, "the exporter of segment %lld is gone", (long long)segid);
-        json_t *pieces = NULL;
-        r = pieces_for(&s, pidfd, lo, hi, &pieces, err);
-        if (r < 0)
-                return r;
+        if (!p)
+                return;
+        if (p->sock >= 0)
+                close(p->sock);
+        free(p->buf);
+        free(p);
+}
+
+int segment_pending_fd(const struct segment_pending *p)
+{
+        return p->sock;
+}
+
+uint64_t segment_pending_deadline(const struct segment_pending *p)
+{
+        return p->deadline_ns;
+}
+
+/* The memfds of the pieces of [a->lo, a->hi), clipped, recorded as an attachment of the caller. */
+static int attach_finish(struct tessera_node *n, const struct attach_req *a, int pidfd, json_t *pieces, json_t **ret,
+                         int *fds_out, size_t *n_out, size_t cap, struct tessera_error *err)
+{
+        int r = 0;
         json_t *out = json_array();
         size_t i;
         json_t *p;
+        *n_out = 0;
         json_array_foreach(pieces, i, p)
         {
                 uint64_t v[6];
@@ -865,7 +802,7 @@ static int op_attach(struct tessera_node *n, const struct xemem_caller *c, json_
                         r = -EINVAL;
                         break;
                 }
-                if (v[0] + v[1] <= lo || v[0] >= hi)
+                if (v[0] + v[1] <= a->lo || v[0] >= a->hi)
                         continue;
                 if (*n_out == cap) {
                         r = tessera_error_field(err, E2BIG, "size",
@@ -873,28 +810,27 @@ static int op_attach(struct tessera_node *n, const struct xemem_caller *c, json_
                                                 cap);
                         break;
                 }
-                int fd = fetch_memfd(pidfd, (int)v[2], v[4], write && (v[5] & PROT_WRITE), err);
+                int fd = fetch_memfd(pidfd, (int)v[2], v[4], a->write && (v[5] & PROT_WRITE), err);
                 if (fd < 0) {
                         r = fd;
                         break;
                 }
                 /* clip to [lo, hi) */
-                uint64_t from = v[0] > lo ? v[0] : lo, to = v[0] + v[1] < hi ? v[0] + v[1] : hi;
-                int prot = PROT_READ | (write && (v[5] & PROT_WRITE) ? PROT_WRITE : 0);
+                uint64_t from = v[0] > a->lo ? v[0] : a->lo, to = v[0] + v[1] < a->hi ? v[0] + v[1] : a->hi;
+                int prot = PROT_READ | (a->write && (v[5] & PROT_WRITE) ? PROT_WRITE : 0);
                 json_array_append_new(out, json_pack("[I, I, i, I, i]", (json_int_t)from, (json_int_t)(to - from),
                                                      (int)*n_out, (json_int_t)(v[3] + from - v[0]), prot));
                 fds_out[(*n_out)++] = fd;
         }
-        json_decref(pieces);
         int64_t att = 0;
         if (r == 0) {
                 sqlite3_stmt *st =
                         store_stmt(n->store, "INSERT INTO attachments(grant_id, offset, size) VALUES(?, ?, ?)", err);
                 r = st ? store_begin_light(n->store, err) : -EIO;
                 if (r == 0) {
-                        sqlite3_bind_int64(st, 1, apid);
-                        sqlite3_bind_int64(st, 2, (sqlite3_int64)off);
-                        sqlite3_bind_int64(st, 3, (sqlite3_int64)size);
+                        sqlite3_bind_int64(st, 1, a->apid);
+                        sqlite3_bind_int64(st, 2, (sqlite3_int64)a->off);
+                        sqlite3_bind_int64(st, 3, (sqlite3_int64)a->size);
                         r = store_step_done(n->store, st, err);
                         att = sqlite3_last_insert_rowid(sqlite3_db_handle(st));
                         if (r == 0)
@@ -910,8 +846,160 @@ static int op_attach(struct tessera_node *n, const struct xemem_caller *c, json_
                 *n_out = 0;
                 return r;
         }
-        *ret = json_pack("{s:I, s:I, s:o}", "attachment", (json_int_t)att, "base", (json_int_t)lo, "pieces", out);
+        *ret = json_pack("{s:I, s:I, s:o}", "attachment", (json_int_t)att, "base", (json_int_t)a->lo, "pieces", out);
         return 0;
+}
+
+/* Sends the exporter's agent its request; the reply comes to segment_pending_read(). */
+static int agent_ask(const struct seg *s, int pidfd, const struct xemem_caller *c, const struct attach_req *a,
+                     struct segment_pending **ret, struct tessera_error *err)
+{
+        _cleanup_close_ int sock = pidfd_getfd(pidfd, s->agent_fd, 0);
+        struct stat sb;
+        if (sock < 0 || fstat(sock, &sb) < 0 || (uint64_t)sb.st_ino != s->agent_ino)
+                return tessera_error_set(err, sock < 0 && errno == ESRCH ? ESRCH : ESTALE,
+                                         "the exporter (pid %d) no longer holds its XEMEM agent socket", (int)s->pid);
+        struct segment_pending *p = calloc(1, sizeof(*p));
+        if (!p)
+                return tessera_error_set(err, ENOMEM, "out of memory");
+        *p = (struct segment_pending){.a = *a, .caller = *c, .exporter = s->pid, .sock = -1};
+        p->caller.pidfd = -1;
+        p->seq = (json_int_t)(now_ns() & INT64_MAX);
+        p->deadline_ns = now_ns() + AGENT_TIMEOUT_MS * 1000000ULL;
+        json_t *q = json_pack("{s:s, s:I, s:I, s:I}", "op", "convert", "seq", p->seq, "addr", (json_int_t)a->lo, "size",
+                              (json_int_t)(a->hi - a->lo));
+        /* the request is small: it fits the socket's buffer, so this send does not wait on the agent */
+        struct timeval tv = {.tv_usec = 100000};
+        (void)setsockopt(sock, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+        int r = proto_send(sock, q, NULL, 0, err);
+        json_decref(q);
+        if (r < 0) {
+                free(p);
+                return tessera_error_prefix(err, r, "XEMEM agent of pid %d", (int)s->pid);
+        }
+        p->sock = TAKE_FD(sock);
+        *ret = p;
+        return 0;
+}
+
+/* Reads what the agent sent, without blocking; 1 with a whole frame in *ret, 0 for more later. */
+static int pending_take_frame(struct segment_pending *p, json_t **ret, struct tessera_error *err)
+{
+        for (;;) {
+                size_t used;
+                int k = proto_take_frame(p->buf, p->len, ret, &used, err);
+                if (k != 0) {
+                        if (k > 0) {
+                                memmove(p->buf, p->buf + used, p->len - used);
+                                p->len -= used;
+                        }
+                        return k;
+                }
+                if (p->cap - p->len < 4096) {
+                        size_t cap = p->cap ? p->cap * 2 : 4096;
+                        char *b = cap <= PROTO_MAX_FRAME + 8192 ? realloc(p->buf, cap) : NULL;
+                        if (!b)
+                                return tessera_error_set(err, ENOMEM, "the agent's answer is too large");
+                        p->buf = b;
+                        p->cap = cap;
+                }
+                ssize_t got = recv(p->sock, p->buf + p->len, p->cap - p->len, MSG_DONTWAIT);
+                if (got < 0 && (errno == EAGAIN || errno == EINTR))
+                        return 0;
+                if (got <= 0)
+                        return tessera_error_set(err, EPIPE, "the agent closed its socket");
+                p->len += (size_t)got;
+        }
+}
+
+int segment_pending_read(struct tessera_node *n, struct segment_pending *p, json_t **ret, int *fds_out, size_t *n_out,
+                         struct tessera_error *err)
+{
+        size_t cap = *n_out;
+        *n_out = 0;
+        for (;;) {
+                json_t *reply = NULL;
+                int r = pending_take_frame(p, &reply, err);
+                if (r < 0)
+                        return tessera_error_prefix(err, r, "XEMEM agent of pid %d", (int)p->exporter);
+                if (r == 0)
+                        return 0;
+                /* a reply to an earlier daemon's request may still be queued: only ours, by seq, counts */
+                if (json_integer_value(json_object_get(reply, "seq")) != p->seq) {
+                        json_decref(reply);
+                        continue;
+                }
+                json_t *res = NULL;
+                r = proto_reply_result(reply, &res, err);
+                json_t *pieces = r == 0 ? json_incref(json_object_get(res, "pieces")) : NULL;
+                json_decref(reply);
+                /* the exporter may have gone, or removed the segment, while its agent worked */
+                _cleanup_seg_ struct seg s = {0};
+                int pidfd = -1;
+                if (r == 0)
+                        r = seg_load(n, p->a.segid, &s, err);
+                if (r == 0 && (pidfd = node_watch_find(n, WATCH_XEMEM, s.pid)) < 0)
+                        r = tessera_error_set(err, ESRCH, "the exporter of segment %lld is gone",
+                                              (long long)p->a.segid);
+                bool writable;
+                if (r == 0)
+                        r = pieces_check(pieces, pidfd, p->a.lo, p->a.hi - p->a.lo, &writable, err);
+                if (r == 0)
+                        r = attach_finish(n, &p->a, pidfd, pieces, ret, fds_out, n_out, cap, err);
+                json_decref(pieces);
+                return r < 0 ? r : 1;
+        }
+}
+
+/*
+ * attach: {apid, offset, size} -> {attachment, base, pieces: [[offset,
+ * length, fd index, fd_offset, prot]]} with the memfds; the client maps each
+ * piece at its offset - base from the start of its reservation.  For a
+ * whole-address-space segment the answer waits for the exporter's agent
+ * (*pending).
+ */
+static int op_attach(struct tessera_node *n, const struct xemem_caller *c, json_t *req, json_t **ret, int *fds_out,
+                     size_t *n_out, struct segment_pending **pending, struct tessera_error *err)
+{
+        size_t cap = *n_out;
+        *n_out = 0;
+        struct attach_req a = {0};
+        int r = get_id(req, "apid", &a.apid, err);
+        if (r == 0)
+                r = get_u64(req, "offset", USER_ADDR_END, &a.off, err);
+        if (r == 0)
+                r = get_u64(req, "size", USER_ADDR_END, &a.size, err);
+        if (r == 0)
+                r = load_grant(n, c, a.apid, &a.segid, &a.write, err);
+        if (r < 0)
+                return r;
+        _cleanup_seg_ struct seg s = {0};
+        r = seg_load(n, a.segid, &s, err);
+        if (r < 0)
+                return r;
+        /* the mode is checked again: the grant was for this process, the segment must still allow it */
+        if (!same_process(&s, c) && !mode_allows(&s, c, a.write))
+                return tessera_error_field(err, EACCES, "apid", "segment %lld no longer allows this access",
+                                           (long long)a.segid);
+        if (!s.ready)
+                return tessera_error_field(err, EAGAIN, "apid", "snapshot %lld is still being copied",
+                                           (long long)a.segid);
+        if (a.size == 0 || a.off > s.size || a.size > s.size - a.off)
+                return tessera_error_field(err, ERANGE, "size",
+                                           "offset %llu + size %llu is outside segment %lld (%llu bytes)",
+                                           (unsigned long long)a.off, (unsigned long long)a.size, (long long)a.segid,
+                                           (unsigned long long)s.size);
+        a.lo = a.off & ~(PAGE - 1);
+        a.hi = (a.off + a.size + PAGE - 1) & ~(PAGE - 1);
+        int pidfd = node_watch_find(n, WATCH_XEMEM, s.pid);
+        if (pidfd < 0)
+                return tessera_error_set(err, ESRCH, "the exporter of segment %lld is gone", (long long)a.segid);
+        if (STREQ(s.kind, "whole")) {
+                if (!pending)
+                        return tessera_error_set(err, EOPNOTSUPP, "this caller cannot wait for an exporter's agent");
+                return agent_ask(&s, pidfd, c, &a, pending, err);
+        }
+        return attach_finish(n, &a, pidfd, s.pieces, ret, fds_out, n_out, cap, err);
 }
 
 static int op_detach(struct tessera_node *n, const struct xemem_caller *c, json_t *req, json_t **ret,
@@ -957,7 +1045,7 @@ static int op_detach(struct tessera_node *n, const struct xemem_caller *c, json_
  * The reply carries /dev/userfaultfd, opened here, for the producer.
  */
 static int op_snapshot_begin(struct tessera_node *n, const struct xemem_caller *c, json_t *req, json_t **ret,
-                             int *fds_out, size_t *n_out, struct tessera_error *err)
+                             int *fds_out, size_t *n_out, struct segment_pending **pending, struct tessera_error *err)
 {
         size_t cap = *n_out;
         *n_out = 0;
@@ -1071,7 +1159,7 @@ int segment_list(struct tessera_node *n, const struct xemem_caller *c, json_t **
 typedef int (*seg_fn)(struct tessera_node *n, const struct xemem_caller *c, json_t *req, json_t **ret,
                       struct tessera_error *err);
 typedef int (*seg_fd_fn)(struct tessera_node *n, const struct xemem_caller *c, json_t *req, json_t **ret, int *fds,
-                         size_t *n_fds, struct tessera_error *err);
+                         size_t *n_fds, struct segment_pending **pending, struct tessera_error *err);
 
 static const struct {
         const char *op;
@@ -1098,8 +1186,10 @@ bool segment_op_known(const char *op)
 }
 
 int segment_op(struct tessera_node *n, const struct xemem_caller *c, const char *op, json_t *req, json_t **ret,
-               int *fds_out, size_t *n_out, struct tessera_error *err)
+               int *fds_out, size_t *n_out, struct segment_pending **pending, struct tessera_error *err)
 {
+        if (pending)
+                *pending = NULL;
         size_t cap = n_out ? *n_out : 0;
         if (n_out)
                 *n_out = 0;
@@ -1109,7 +1199,7 @@ int segment_op(struct tessera_node *n, const struct xemem_caller *c, const char 
                 if (seg_ops[i].fn)
                         return seg_ops[i].fn(n, c, req, ret, err);
                 size_t got = cap;
-                int r = seg_ops[i].fd_fn(n, c, req, ret, fds_out, &got, err);
+                int r = seg_ops[i].fd_fn(n, c, req, ret, fds_out, &got, pending, err);
                 if (n_out)
                         *n_out = got;
                 return r;

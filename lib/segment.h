@@ -53,8 +53,23 @@ int segment_caller_from_socket(struct tessera_node *n, int sock, struct xemem_ca
  * Runs one xemem_* request.  Descriptors for the caller go to fds_out
  * (*n_out in: capacity, out: count), owned by the caller.
  */
+struct segment_pending;
 int segment_op(struct tessera_node *n, const struct xemem_caller *c, const char *op, json_t *req, json_t **ret,
-               int *fds_out, size_t *n_out, struct tessera_error *err);
+               int *fds_out, size_t *n_out, struct segment_pending **pending, struct tessera_error *err);
+
+/*
+ * An attach of a whole-address-space segment: segment_op() returns 0 with
+ * *pending set and no reply yet.  The caller watches segment_pending_fd()
+ * and calls segment_pending_read() when it is readable: 0 means not yet,
+ * 1 means *ret and the descriptors are the reply, a negative errno the
+ * failure.  Past segment_pending_deadline() (CLOCK_MONOTONIC ns) the agent
+ * has failed to answer.
+ */
+int segment_pending_fd(const struct segment_pending *p);
+uint64_t segment_pending_deadline(const struct segment_pending *p);
+int segment_pending_read(struct tessera_node *n, struct segment_pending *p, json_t **ret, int *fds_out, size_t *n_out,
+                         struct tessera_error *err);
+void segment_pending_free(struct segment_pending *p);
 bool segment_op_known(const char *op);
 
 /* `tessera segments`: what the caller may see (host root: everything). */

@@ -257,8 +257,10 @@ json_t *dispatch_xemem(struct tessera_node *node, int sock, struct xemem_caller 
                 r = segment_list(node, who, &result, &err);
         } else if (r == 0) {
                 size_t n = MAX_REPLY_FDS;
-                r = segment_op(node, who, op, request, &result, out->fds, &n, &err);
+                r = segment_op(node, who, op, request, &result, out->fds, &n, &out->pending, &err);
                 out->n_fds = r == 0 ? n : 0;
+                if (r == 0 && out->pending)
+                        return NULL;
         }
         if (r < 0) {
                 if (!err.code)

@@ -34,7 +34,8 @@ enum tag_kind {
         TAG_MOVER,
         TAG_XLISTEN,
         TAG_XCLIENT,
-        TAG_XEMEM
+        TAG_XEMEM,
+        TAG_AGENT
 };
 
 /* epoll's data word: the kind in the top bits, an fd or an enclave id below. */
@@ -70,6 +71,8 @@ struct conn {
         int fds[PROTO_MAX_FDS]; /* descriptors that came with the frame being read */
         size_t n_fds;
         struct xemem_caller caller; /* pidfd -1 until known */
+        bool xemem_socket;
+        struct segment_pending *pending; /* an attach waiting for an exporter's agent: nothing else is read meanwhile */
 };
 
 static void log_lines(const char *what, json_t *log)
@@ -155,6 +158,7 @@ static int lock_state_dir(const char *dir, struct tessera_error *err)
 
 static void conn_free(struct conn *c)
 {
+        segment_pending_free(c->pending);
         for (size_t i = 0; i < c->n_fds; i++)
                 close(c->fds[i]);
         if (c->caller.pidfd >= 0)
@@ -191,6 +195,7 @@ static void accept_client(struct server *s, int lfd, enum tag_kind kind)
                         close(fd);
                         continue;
                 }
+                s->conns[fd]->xemem_socket = kind == TAG_XCLIENT;
                 /* requests are read without blocking; a client that does not read its replies costs at most this */
                 struct timeval tv = {.tv_sec = 2};
                 (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
@@ -213,6 +218,9 @@ static void drop_client(struct server *s, int fd)
                 else
                         i++;
         if ((size_t)fd < s->n_conns && s->conns[fd]) {
+                /* the exporter holds the agent socket's file too: closing ours would not take it out of epoll */
+                if (s->conns[fd]->pending)
+                        (void)epoll_ctl(s->epfd, EPOLL_CTL_DEL, segment_pending_fd(s->conns[fd]->pending), NULL);
                 conn_free(s->conns[fd]);
                 s->conns[fd] = NULL;
         }
@@ -259,6 +267,73 @@ static void answer_waiters(struct server *s, int64_t app)
         }
 }
 
+/*
+ * Client `fd` waits for an exporter's agent: the agent's socket joins the
+ * loop and the client's socket leaves it until the answer is sent, so its
+ * requests stay in order.
+ */
+static void wait_for_agent(struct server *s, int fd, struct segment_pending *p)
+{
+        struct conn *c = s->conns[fd];
+        c->pending = p;
+        struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG(TAG_AGENT, fd)};
+        struct epoll_event quiet = {.events = 0, .data.u64 = TAG(c->xemem_socket ? TAG_XCLIENT : TAG_CLIENT, fd)};
+        if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, segment_pending_fd(p), &ev) < 0 ||
+            epoll_ctl(s->epfd, EPOLL_CTL_MOD, fd, &quiet) < 0)
+                drop_client(s, fd);
+}
+
+static void serve_buffered(struct server *s, int fd, bool closing);
+
+/* The agent answered (or failed, or timed out: `timeout`): the waiting client gets its reply. */
+static void agent_answered(struct server *s, int fd, bool timeout)
+{
+        struct conn *c = (size_t)fd < s->n_conns ? s->conns[fd] : NULL;
+        if (!c || !c->pending)
+                return;
+        struct tessera_error err = {0};
+        json_t *ret = NULL;
+        int fds[MAX_REPLY_FDS];
+        size_t n_fds = MAX_REPLY_FDS;
+        int r = timeout ? tessera_error_set(&err, ETIMEDOUT, "the exporter's XEMEM agent did not answer in time")
+                        : segment_pending_read(s->node, c->pending, &ret, fds, &n_fds, &err);
+        if (r == 0)
+                return; /* more of its answer later */
+        (void)epoll_ctl(s->epfd, EPOLL_CTL_DEL, segment_pending_fd(c->pending), NULL);
+        segment_pending_free(c->pending);
+        c->pending = NULL;
+        json_t *reply = r > 0 ? proto_reply_ok(ret) : proto_reply_error(&err);
+        int sent = proto_send(fd, reply, r > 0 ? fds : NULL, r > 0 ? n_fds : 0, NULL);
+        json_decref(reply);
+        if (r > 0)
+                for (size_t i = 0; i < n_fds; i++)
+                        close(fds[i]);
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP,
+                                 .data.u64 = TAG(c->xemem_socket ? TAG_XCLIENT : TAG_CLIENT, fd)};
+        if (sent < 0 || epoll_ctl(s->epfd, EPOLL_CTL_MOD, fd, &ev) < 0) {
+                drop_client(s, fd);
+                return;
+        }
+        serve_buffered(s, fd, false); /* requests that came meanwhile */
+}
+
+/* The earliest deadline of an agent's answer, as an epoll_wait timeout; expired ones are answered. */
+static int agent_timeouts(struct server *s)
+{
+        uint64_t now = now_ns(), next = UINT64_MAX;
+        for (size_t fd = 0; fd < s->n_conns; fd++) {
+                struct conn *c = s->conns[fd];
+                if (!c || !c->pending)
+                        continue;
+                uint64_t d = segment_pending_deadline(c->pending);
+                if (d <= now)
+                        agent_answered(s, (int)fd, true);
+                else if (d < next)
+                        next = d;
+        }
+        return next == UINT64_MAX ? -1 : (int)((next - now) / 1000000ULL) + 1;
+}
+
 /* Runs one request of client `fd`; its descriptors are only lent to the request. */
 static void handle_request(struct server *s, int fd, bool xemem_socket, json_t *req, int *fds_in, size_t n_in)
 {
@@ -285,6 +360,10 @@ static void handle_request(struct server *s, int fd, bool xemem_socket, json_t *
                         struct caller who = {.pid = cred.pid, .uid = cred.uid, .gid = cred.gid};
                         reply = dispatch(s->node, &who, req, fds_in, n_in, &out);
                 }
+        }
+        if (!reply && out.pending) {
+                wait_for_agent(s, fd, out.pending);
+                return;
         }
         if (!reply && out.wait_app > 0) {
                 if (add_waiter(s, fd, out.wait_app) < 0)
@@ -347,8 +426,15 @@ static void serve_client(struct server *s, int fd, bool xemem_socket)
                 return;
         }
         int r = read_available(c, fd);
-        bool closing = r < 0;
-        while (c->len > 0) {
+        serve_buffered(s, fd, r < 0);
+}
+
+/* Runs every whole request in client `fd`'s buffer, in order, unless one waits for an agent. */
+static void serve_buffered(struct server *s, int fd, bool closing)
+{
+        struct conn *c = s->conns[fd];
+        bool xemem_socket = c->xemem_socket;
+        while (c->len > 0 && !c->pending) {
                 struct tessera_error err = {0};
                 json_t *req = NULL;
                 size_t used = 0;
@@ -376,6 +462,8 @@ static void serve_client(struct server *s, int fd, bool xemem_socket)
                 if ((size_t)fd >= s->n_conns || s->conns[fd] != c)
                         return; /* dropped while handling */
         }
+        if (c->pending)
+                return; /* the rest waits for the agent's answer; so does a close */
         if (closing || c->len > PROTO_MAX_FRAME + 4) {
                 drop_client(s, fd);
                 return;
@@ -455,7 +543,7 @@ int serve(const struct tessera_config *cfg)
         bool running = true;
         while (running) {
                 struct epoll_event events[64];
-                int n = epoll_wait(s.epfd, events, 64, -1);
+                int n = epoll_wait(s.epfd, events, 64, agent_timeouts(&s));
                 if (n < 0 && errno != EINTR)
                         break;
                 for (int i = 0; i < n; i++) {
@@ -472,6 +560,7 @@ int serve(const struct tessera_config *cfg)
                                         drop_client(&s, (int)TAG_VALUE(tag));
                                 break;
                         case TAG_XEMEM: segment_process_exited(s.node, (pid_t)TAG_VALUE(tag)); break;
+                        case TAG_AGENT: agent_answered(&s, (int)TAG_VALUE(tag), false); break;
                         case TAG_MOVER: app_pool_events(s.node); break;
                         case TAG_APP: {
                                 struct tessera_error aerr = {0};

@@ -21,8 +21,9 @@ struct caller {
 struct outcome {
         int fds[MAX_REPLY_FDS]; /* descriptors for the client, owned until sent */
         size_t n_fds;
-        int64_t wait_app; /* > 0: no reply now; answer when this application ends */
-        char refill[64];  /* after the reply: top up this enclave's prewarmed stems */
+        int64_t wait_app;                /* > 0: no reply now; answer when this application ends */
+        char refill[64];                 /* after the reply: top up this enclave's prewarmed stems */
+        struct segment_pending *pending; /* no reply now: answer when this XEMEM agent has */
 };
 
 /* Runs one request; returns the reply, or NULL when it is deferred (out->wait_app). */
